@@ -1,0 +1,313 @@
+"""FreeSWITCH ``conference::maintenance`` events and ``json_list`` replies -> state changes.
+
+Pure functions: they read header values and return plain change values; ``state.apply``
+is the only thing that turns those into live state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Union
+
+from confd.conferences.model import Conference, Participant
+
+SUBCLASS = "conference::maintenance"
+EVENT_CUSTOM = "CUSTOM"
+EVENT_HEARTBEAT = "HEARTBEAT"
+
+# Actions (header ``Action``) seen in the captures.
+CONFERENCE_CREATE = "conference-create"
+CONFERENCE_DESTROY = "conference-destroy"
+ADD_MEMBER = "add-member"
+DEL_MEMBER = "del-member"
+KICK_MEMBER = "kick-member"
+HUP_MEMBER = "hup-member"
+MUTE_MEMBER = "mute-member"
+UNMUTE_MEMBER = "unmute-member"
+DEAF_MEMBER = "deaf-member"
+UNDEAF_MEMBER = "undeaf-member"
+START_TALKING = "start-talking"
+STOP_TALKING = "stop-talking"
+ENERGY_LEVEL_MEMBER = "energy-level-member"
+FLOOR_CHANGE = "floor-change"
+LOCK = "lock"
+UNLOCK = "unlock"
+
+# The eight participant events of events.md, and the conference-level ones.
+PARTICIPANT_EVENTS = (
+    ADD_MEMBER,
+    DEL_MEMBER,
+    START_TALKING,
+    STOP_TALKING,
+    MUTE_MEMBER,
+    UNMUTE_MEMBER,
+    DEAF_MEMBER,
+    UNDEAF_MEMBER,
+)
+CONFERENCE_EVENTS = (LOCK, UNLOCK, CONFERENCE_CREATE, CONFERENCE_DESTROY, KICK_MEMBER)
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class Headers(Protocol):
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]: ...
+
+
+# --- change values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConferenceCreated:
+    name: str
+    uuid: str
+    profile: str
+    start_time: float
+
+
+@dataclass(frozen=True)
+class ConferenceDestroyed:
+    name: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class LockChanged:
+    name: str
+    uuid: str
+    locked: bool
+
+
+@dataclass(frozen=True)
+class FloorChanged:
+    name: str
+    uuid: str
+    new_id: Optional[int]
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    """A member event; ``participant`` carries the member's current state from its headers."""
+
+    action: str
+    participant: Participant
+    profile: str
+    event_time: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a node has, from ``conference json_list``."""
+
+    conferences: List[Conference]
+
+
+@dataclass(frozen=True)
+class ChannelData:
+    """What ``uuid_dump`` tells about a participant's channel (not in json_list)."""
+
+    call_id: str
+    switch_hostname: str
+    caller_id_name: str
+    caller_id_number: str
+    custom_channel_vars: Dict[str, str]
+    channel_presence_id: Optional[str]
+
+
+Change = Union[
+    ConferenceCreated,
+    ConferenceDestroyed,
+    LockChanged,
+    FloorChanged,
+    MemberEvent,
+    Snapshot,
+    ChannelData,
+]
+
+
+# --- header helpers --------------------------------------------------------------------------
+
+
+def _bool(value: Optional[str]) -> bool:
+    return value == "true"
+
+
+def _int(value: Optional[str], default: int = 0) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def event_time(h: Headers, default: float = 0.0) -> float:
+    """``Event-Date-Timestamp`` is microseconds since the Unix epoch."""
+    ts = h.get("Event-Date-Timestamp")
+    if ts and ts.isdigit():
+        return int(ts) / 1e6
+    return default
+
+
+def channel_var_key(name: str) -> str:
+    """``Account-ID`` -> ``account_id`` (lower-cased, ``-`` -> ``_``)."""
+    return name.lower().replace("-", "_")
+
+
+def custom_channel_vars(h: Headers, names: Iterable[str], prefix: str) -> Dict[str, str]:
+    head = "variable_" + prefix
+    out = {}
+    for name in names:
+        if name.startswith(head) and len(name) > len(head):
+            value = h.get(name)
+            if value is not None:
+                out[channel_var_key(name[len(head) :])] = value
+    return out
+
+
+def caller_id(h: Headers) -> tuple:
+    """Originated calls say "Outbound Call" in Caller-Caller-ID-Name; the configured caller id
+    is in Caller-Orig-Caller-ID-* (s1_room1_plain.raw, add-member of Alice)."""
+    name = h.get("Caller-Orig-Caller-ID-Name")
+    if name is None:
+        name = h.get("Caller-Caller-ID-Name", "")
+    number = h.get("Caller-Orig-Caller-ID-Number")
+    if number is None:
+        number = h.get("Caller-Caller-ID-Number", "")
+    return name or "", number or ""
+
+
+def participant_from_headers(h: Headers, names: Iterable[str], prefix: str) -> Participant:
+    name, number = caller_id(h)
+    return Participant(
+        participant_id=_int(h.get("Member-ID")),
+        call_id=h.get("Unique-ID", "") or "",
+        conference_name=h.get("Conference-Name", "") or "",
+        conference_uuid=h.get("Conference-Unique-ID", "") or "",
+        switch_hostname=h.get("FreeSWITCH-Hostname", "") or "",
+        is_moderator=h.get("Member-Type") == "moderator",
+        floor=_bool(h.get("Floor")),
+        hear=_bool(h.get("Hear")),
+        speak=_bool(h.get("Speak")),
+        talking=_bool(h.get("Talking")),
+        mute_detect=_bool(h.get("Mute-Detect")),
+        video=_bool(h.get("Video")),
+        energy_level=_int(h.get("Energy-Level")),
+        current_energy=_int(h.get("Current-Energy")),
+        caller_id_name=name,
+        caller_id_number=number,
+        join_time=event_time(h),
+        custom_channel_vars=custom_channel_vars(h, names, prefix),
+        channel_presence_id=h.get("Channel-Presence-ID"),
+    )
+
+
+# --- translation -----------------------------------------------------------------------------
+
+
+def translate(event: Any, channel_var_prefix: str = "ecallmgr_") -> Optional[Change]:
+    """One parsed event (``confd.esl.protocol.Event``) -> a change, or None when it changes nothing."""
+    if event.get("Event-Subclass") != SUBCLASS:
+        return None
+    action = event.get("Action")
+    name = event.get("Conference-Name", "") or ""
+    uuid = event.get("Conference-Unique-ID", "") or ""
+    if not action or not uuid:
+        return None
+    if action == CONFERENCE_CREATE:
+        profile = event.get("Conference-Profile-Name", "") or ""
+        return ConferenceCreated(name, uuid, profile, event_time(event))
+    if action == CONFERENCE_DESTROY:
+        return ConferenceDestroyed(name, uuid)
+    if action in (LOCK, UNLOCK):
+        return LockChanged(name, uuid, action == LOCK)
+    if action == FLOOR_CHANGE:
+        new_id = event.get("New-ID") or ""
+        return FloorChanged(name, uuid, int(new_id) if new_id.isdigit() else None)
+    if event.get("Member-ID") is None or not event.get("Unique-ID"):
+        return None  # play-file-done and other conference-level notices
+    participant = participant_from_headers(event, event.names(), channel_var_prefix)
+    if participant.participant_id <= 0:
+        return None
+    profile = event.get("Conference-Profile-Name", "") or ""
+    return MemberEvent(action, participant, profile, participant.join_time)
+
+
+def snapshot_from_json_list(text: str, node: str, now: float) -> Snapshot:
+    """``conference json_list`` -> Snapshot.  Anything but a JSON list (``-ERR ...``, a usage
+    line, an empty reply) means no conferences."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = []
+    if not isinstance(data, list):
+        data = []
+    conferences = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        name = str(item.get("conference_name", ""))
+        uuid = str(item.get("conference_uuid", ""))
+        if not uuid:
+            continue
+        conf = Conference(
+            name=name,
+            uuid=uuid,
+            node=node,
+            start_time=now - _num(item.get("run_time")),
+            is_locked=bool(item.get("locked", False)),
+        )
+        for m in item.get("members") or ():
+            if not isinstance(m, dict) or m.get("type", "caller") != "caller":
+                continue
+            mid = m.get("id")
+            if not isinstance(mid, int) or isinstance(mid, bool) or mid <= 0:
+                continue
+            flags = m.get("flags") or {}
+            conf.participants[mid] = Participant(
+                participant_id=mid,
+                call_id=str(m.get("uuid", "")),
+                conference_name=name,
+                conference_uuid=uuid,
+                is_moderator=bool(flags.get("is_moderator", False)),
+                floor=bool(flags.get("has_floor", False)),
+                hear=bool(flags.get("can_hear", False)),
+                speak=bool(flags.get("can_speak", False)),
+                talking=bool(flags.get("talking", False)),
+                mute_detect=bool(flags.get("mute_detect", False)),
+                video=bool(flags.get("has_video", False)),
+                energy_level=int(_num(m.get("energy"))),
+                caller_id_name=str(m.get("caller_id_name", "")),
+                caller_id_number=str(m.get("caller_id_number", "")),
+                # json_list's join_time is seconds spent in the conference so far.
+                join_time=now - _num(m.get("join_time")),
+            )
+        conferences.append(conf)
+    return Snapshot(conferences)
+
+
+def channel_data_from_uuid_dump(text: str, prefix: str) -> Optional[ChannelData]:
+    """``uuid_dump <uuid> json`` -> ChannelData, or None for ``-ERR No such channel!``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data.get("Unique-ID"):
+        return None
+    values = {str(k): v if isinstance(v, str) else str(v) for k, v in data.items()}
+    name, number = caller_id(values)
+    return ChannelData(
+        call_id=values["Unique-ID"],
+        switch_hostname=values.get("FreeSWITCH-Hostname", ""),
+        caller_id_name=name,
+        caller_id_number=number,
+        custom_channel_vars=custom_channel_vars(values, values.keys(), prefix),
+        channel_presence_id=values.get("Channel-Presence-ID") or values.get("variable_presence_id"),
+    )
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)

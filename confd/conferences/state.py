@@ -1,0 +1,252 @@
+"""Live conferences and participants, per FreeSWITCH node.
+
+``LiveState.apply`` is the only writer; node connections are its only callers.  Every call
+returns the updates it made, as values the event hub can publish.  Under gevent nothing in
+here yields, so a reader never sees a half-applied change.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Tuple
+
+from confd.conferences import events as ev
+from confd.conferences.model import FLAG_FIELDS, Conference, Participant
+
+log = logging.getLogger(__name__)
+
+# Update kinds beyond the FreeSWITCH action names: a node lost takes its members with it.
+NODE_LOST = "node-lost"
+
+
+@dataclass(frozen=True)
+class Update:
+    """One change made to the live state, for publishing."""
+
+    event: str  # an Action name of events.md (add-member, lock, ...)
+    node: str
+    conference: Conference  # a detached copy, safe to keep
+    participant: Optional[Participant] = None
+
+
+def _detached(conf: Conference) -> Conference:
+    return replace(conf, participants={})
+
+
+class LiveState:
+    def __init__(self) -> None:
+        self._nodes: Dict[str, Dict[str, Conference]] = {}
+        # conference name -> {(node, conference uuid)}: finding "where is conference X live"
+        self._by_name: Dict[str, set] = {}
+
+    # --- the only writer ---------------------------------------------------------------------
+
+    def apply(self, node: str, change: ev.Change) -> List[Update]:
+        confs = self._nodes.setdefault(node, {})
+        if isinstance(change, ev.MemberEvent):
+            return self._member_event(node, confs, change)
+        if isinstance(change, ev.ConferenceCreated):
+            conf = confs.get(change.uuid)
+            if conf is None:
+                conf = self._add_conference(
+                    node, change.name, change.uuid, change.profile, change.start_time
+                )
+            return [Update(ev.CONFERENCE_CREATE, node, _detached(conf))]
+        if isinstance(change, ev.ConferenceDestroyed):
+            conf = confs.get(change.uuid)
+            if conf is None:
+                return []
+            updates = [
+                Update(ev.DEL_MEMBER, node, _detached(conf), p)
+                for p in conf.participants.values()
+            ]
+            self._remove_conference(node, conf)
+            updates.append(Update(ev.CONFERENCE_DESTROY, node, _detached(conf)))
+            return updates
+        if isinstance(change, ev.LockChanged):
+            conf = confs.get(change.uuid)
+            if conf is None:
+                return []
+            conf.is_locked = change.locked
+            return [Update(ev.LOCK if change.locked else ev.UNLOCK, node, _detached(conf))]
+        if isinstance(change, ev.FloorChanged):
+            conf = confs.get(change.uuid)
+            if conf is not None:
+                for p in conf.participants.values():
+                    p.floor = p.participant_id == change.new_id
+            return []
+        if isinstance(change, ev.Snapshot):
+            return self._replace_node(node, change.conferences)
+        if isinstance(change, ev.ChannelData):
+            self._channel_data(confs, change)
+            return []
+        raise TypeError("unknown change %r" % (change,))
+
+    def drop_node(self, node: str) -> List[Update]:
+        """The node is gone: FreeSWITCH loses its conferences on restart and member ids start
+        again at 1, so nothing of it may remain (events.md, lifecycle step 5)."""
+        confs = self._nodes.pop(node, {})
+        updates = []
+        for conf in confs.values():
+            self._unindex(node, conf)
+            for p in conf.participants.values():
+                updates.append(Update(ev.DEL_MEMBER, node, _detached(conf), p))
+        if confs:
+            log.info(
+                "node %s: dropped %d conference(s), %d participant(s)",
+                node,
+                len(confs),
+                len(updates),
+            )
+        return updates
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _add_conference(
+        self, node: str, name: str, uuid: str, profile: str, start: float
+    ) -> Conference:
+        conf = Conference(name=name, uuid=uuid, node=node, profile=profile, start_time=start)
+        self._nodes.setdefault(node, {})[uuid] = conf
+        self._by_name.setdefault(name, set()).add((node, uuid))
+        return conf
+
+    def _unindex(self, node: str, conf: Conference) -> None:
+        keys = self._by_name.get(conf.name)
+        if keys is not None:
+            keys.discard((node, conf.uuid))
+            if not keys:
+                del self._by_name[conf.name]
+
+    def _remove_conference(self, node: str, conf: Conference) -> None:
+        self._nodes.get(node, {}).pop(conf.uuid, None)
+        self._unindex(node, conf)
+
+    def _member_event(
+        self, node: str, confs: Dict[str, Conference], change: ev.MemberEvent
+    ) -> List[Update]:
+        new = change.participant
+        conf = confs.get(new.conference_uuid)
+        if change.action == ev.DEL_MEMBER:
+            if conf is None:
+                return []
+            old = conf.participants.pop(new.participant_id, None)
+            # The del-member headers hold the member's last state; keep what only we know.
+            gone = _merged(old, new) if old is not None else new
+            return [Update(ev.DEL_MEMBER, node, _detached(conf), copy.copy(gone))]
+        if conf is None:
+            # add-member creates the conference if its conference-create was missed.
+            conf = self._add_conference(
+                node, new.conference_name, new.conference_uuid, change.profile, change.event_time
+            )
+        old = conf.participants.get(new.participant_id)
+        if change.action == ev.ADD_MEMBER or old is None:
+            # A member event about a member we do not know still describes a live member
+            # (its headers are complete), so it is taken as a join.
+            if old is not None and change.action == ev.ADD_MEMBER:
+                new = _merged(old, new)
+            conf.participants[new.participant_id] = new
+            current = new
+        else:
+            for name in FLAG_FIELDS:
+                setattr(old, name, getattr(new, name))
+            if new.custom_channel_vars:
+                old.custom_channel_vars = new.custom_channel_vars
+            current = old
+        return [Update(change.action, node, _detached(conf), copy.copy(current))]
+
+    def _replace_node(self, node: str, conferences: List[Conference]) -> List[Update]:
+        """A resync: replace everything known about ``node`` with the snapshot, keeping what
+        json_list does not carry (channel variables, events' caller id) for members that are
+        still the same call."""
+        old_confs = self._nodes.get(node, {})
+        updates: List[Update] = []
+        old_members: Dict[Tuple[int, str], Participant] = {}
+        for conf in old_confs.values():
+            for p in conf.participants.values():
+                old_members[(p.participant_id, p.call_id)] = p
+        new_keys = {
+            (p.participant_id, p.call_id) for c in conferences for p in c.participants.values()
+        }
+        for conf in list(old_confs.values()):
+            for p in conf.participants.values():
+                if (p.participant_id, p.call_id) not in new_keys:
+                    updates.append(Update(ev.DEL_MEMBER, node, _detached(conf), p))
+            self._remove_conference(node, conf)
+        self._nodes[node] = {}
+        for snap in conferences:
+            previous = old_confs.get(snap.uuid)
+            conf = self._add_conference(
+                node,
+                snap.name,
+                snap.uuid,
+                snap.profile or (previous.profile if previous else ""),
+                previous.start_time if previous else snap.start_time,
+            )
+            conf.is_locked = snap.is_locked
+            for mid, p in snap.participants.items():
+                old = old_members.get((mid, p.call_id))
+                merged = _merged(old, p) if old is not None else p
+                if old is not None:
+                    merged.join_time = old.join_time
+                conf.participants[mid] = merged
+                if old is None:
+                    updates.append(Update(ev.ADD_MEMBER, node, _detached(conf), copy.copy(merged)))
+        return updates
+
+    def _channel_data(self, confs: Dict[str, Conference], data: ev.ChannelData) -> None:
+        for conf in confs.values():
+            p = conf.by_call_id(data.call_id)
+            if p is not None:
+                p.caller_id_name = data.caller_id_name or p.caller_id_name
+                p.caller_id_number = data.caller_id_number or p.caller_id_number
+                p.custom_channel_vars = dict(data.custom_channel_vars)
+                p.channel_presence_id = data.channel_presence_id
+                if data.switch_hostname:
+                    p.switch_hostname = data.switch_hostname
+                return
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def nodes(self) -> List[str]:
+        return list(self._nodes)
+
+    def conferences(self, node: Optional[str] = None) -> List[Conference]:
+        if node is not None:
+            return list(self._nodes.get(node, {}).values())
+        return [c for confs in self._nodes.values() for c in confs.values()]
+
+    def find(self, name: str) -> List[Conference]:
+        """Every live instance of conference ``name`` (normally one)."""
+        out = []
+        for node, uuid in self._by_name.get(name, ()):
+            conf = self._nodes.get(node, {}).get(uuid)
+            if conf is not None:
+                out.append(conf)
+        out.sort(key=lambda c: c.start_time)
+        return out
+
+    def counts(self, node: str) -> Tuple[int, int]:
+        confs = self._nodes.get(node, {})
+        return len(confs), sum(len(c.participants) for c in confs.values())
+
+
+def _merged(old: Participant, new: Participant) -> Participant:
+    """``new`` (fresher flags) with what only ``old`` knows (channel data, join time)."""
+    merged = copy.copy(new)
+    if not merged.custom_channel_vars and old.custom_channel_vars:
+        merged.custom_channel_vars = dict(old.custom_channel_vars)
+    if merged.channel_presence_id is None:
+        merged.channel_presence_id = old.channel_presence_id
+    if not merged.switch_hostname:
+        merged.switch_hostname = old.switch_hostname
+    if old.join_time and (not merged.join_time or merged.join_time > old.join_time):
+        merged.join_time = old.join_time
+    # json_list reports "Outbound Call" for originated calls where events carry the
+    # configured caller id (events.md); the events' view wins.
+    if old.caller_id_name:
+        merged.caller_id_name = old.caller_id_name
+    if old.caller_id_number:
+        merged.caller_id_number = old.caller_id_number
+    return merged

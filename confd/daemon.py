@@ -1,0 +1,142 @@
+"""Wiring and lifecycle: build the parts, start them in order, stop them in reverse.
+
+gevent's monkey-patching happens in the entry point (``cli.main``) before this is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from typing import List, Optional
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+import confd
+from confd.conferences.commands import CommandBuilder
+from confd.conferences.state import LiveState, Update
+from confd.config import Config
+from confd.esl.node import NodeSettings, NodeSupervisor
+from confd.http.app import ApiContext, create_app
+from confd.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 5.0
+
+
+def node_settings(cfg: Config) -> List[NodeSettings]:
+    fs = cfg.freeswitch
+    return [
+        NodeSettings(
+            name=n.name,
+            host=n.host,
+            port=n.port,
+            password=n.password,
+            reconnect_min=fs.reconnect_min,
+            reconnect_max=fs.reconnect_max,
+            command_timeout=fs.command_timeout,
+            heartbeat_timeout=fs.heartbeat_timeout,
+            event_format=fs.event_format,
+            channel_var_prefix=cfg.events.channel_var_prefix,
+            resync_concurrency=fs.resync_concurrency,
+        )
+        for n in fs.nodes
+    ]
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, instance_name: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.instance_name = instance_name or socket.gethostname()
+        self.metrics = Metrics()
+        self.state = LiveState()
+        self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)
+        self.nodes = [
+            NodeSupervisor(
+                settings,
+                self.state,
+                self.builder,
+                publish=self._publish,
+                on_event_taken=self.metrics.event,
+                on_status=lambda node: self.metrics.node_state(node.name, node.connected),
+            )
+            for settings in node_settings(cfg)
+        ]
+        self.metrics.track_live(lambda: [self.state.counts(n.name) for n in self.nodes])
+        self.ctx = ApiContext(
+            version=confd.__version__,
+            node_name=self.instance_name,
+            health=lambda: [n.status() for n in self.nodes],
+            observe_request=self.metrics.request,
+            metrics_text=self.metrics.render,
+        )
+        self.app = create_app(self.ctx)
+        self.server: Optional[WSGIServer] = None
+        self._stopped = Event()
+        self._failed: Optional[str] = None
+        self._greenlets: List[gevent.Greenlet] = []
+
+    def _publish(self, updates: List[Update]) -> None:
+        """Hook for the event hub: called on the intake path, must never block."""
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        http = self.cfg.http
+        self.server = WSGIServer((http.host, http.port), self.app, log=None, error_log=log)
+        self.server.start()
+        log.info("confd %s: HTTP API on %s:%d", confd.__version__, http.host, self.http_port)
+        for node in self.nodes:
+            g = node.start()
+            g.link_exception(self._crashed)
+            self._greenlets.append(g)
+
+    @property
+    def http_port(self) -> int:
+        assert self.server is not None
+        return self.server.server_port
+
+    def _crashed(self, greenlet: gevent.Greenlet) -> None:
+        log.error("greenlet %s crashed: %r", greenlet.name, greenlet.exception)
+        self._failed = "greenlet %s crashed" % greenlet.name
+        self._stopped.set()
+
+    def request_stop(self, signum: Optional[int] = None) -> None:
+        if signum is not None:
+            log.info("signal %d: stopping", signum)
+        self._stopped.set()
+
+    def stop(self) -> None:
+        """Reverse order: stop accepting requests (finishing in-flight ones), then close ESL."""
+        if self.server is not None:
+            self.server.stop(timeout=STOP_TIMEOUT)
+        for node in reversed(self.nodes):
+            node.stop(timeout=STOP_TIMEOUT / 2)
+        log.info("confd stopped")
+
+    def wait(self) -> int:
+        self._stopped.wait()
+        return 1 if self._failed else 0
+
+
+def run_daemon(cfg: Config) -> int:
+    daemon = Daemon(cfg)
+    handlers = [
+        gevent.signal_handler(signal.SIGTERM, daemon.request_stop, signal.SIGTERM),
+        gevent.signal_handler(signal.SIGINT, daemon.request_stop, signal.SIGINT),
+    ]
+    try:
+        daemon.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        code = daemon.wait()
+    finally:
+        daemon.stop()
+        for h in handlers:
+            h.cancel()
+    return code

@@ -1,0 +1,305 @@
+"""One supervisor per FreeSWITCH node: connect, subscribe, resync, read, reconnect.
+
+Two connections per node:
+- the *event* connection subscribes to ``CUSTOM conference::maintenance`` and ``HEARTBEAT``,
+  asks for the ``json_list`` snapshot on the same ordered stream, and feeds the live state;
+- the *command* connection subscribes to nothing, so an operator's command never waits behind
+  a backlog of queued events.
+
+On any loss the node's state is dropped at once (FreeSWITCH forgets its conferences when it
+restarts and member ids start again at 1), pending commands fail, and the supervisor retries
+with exponential backoff and full jitter between ``reconnect_min`` and ``reconnect_max``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+
+from confd.conferences import events as ev
+from confd.conferences.commands import Command, CommandBuilder
+from confd.conferences.state import LiveState, Update
+from confd.esl import protocol as p
+from confd.esl.connection import (
+    AuthFailed,
+    CommandTimeout,
+    ConnectionLost,
+    EslConnection,
+    EslError,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_SUBSCRIPTION = "event %s HEARTBEAT CUSTOM conference::maintenance"
+
+
+class NodeUnavailable(EslError):
+    """The node is not connected: the command was not sent."""
+
+
+@dataclass
+class NodeSettings:
+    name: str
+    host: str
+    port: int
+    password: str
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    command_timeout: float = 5.0
+    heartbeat_timeout: float = 60.0
+    event_format: str = "plain"
+    channel_var_prefix: str = "ecallmgr_"
+    resync_concurrency: int = 4
+
+
+def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: attempt 0 waits ``lo``; then up to ``lo * 2**n`` capped
+    at ``hi``, drawn uniformly from the upper half so retries of many daemons spread out."""
+    if attempt <= 0:
+        return lo
+    ceiling = min(hi, lo * (2**attempt))
+    return max(lo, rng.uniform(ceiling / 2, ceiling))
+
+
+class NodeSupervisor:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        state: LiveState,
+        builder: CommandBuilder,
+        *,
+        publish: Callable[[List[Update]], None] = lambda updates: None,
+        on_event_taken: Callable[[str], None] = lambda action: None,
+        on_status: Callable[["NodeSupervisor"], None] = lambda node: None,
+        rng: Optional[random.Random] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self._state = state
+        self._builder = builder
+        self._publish = publish
+        self._on_event_taken = on_event_taken
+        self._on_status = on_status
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._events: Optional[EslConnection] = None
+        self._commands: Optional[EslConnection] = None
+        self._stopping = Event()
+        self._greenlet: Optional[gevent.Greenlet] = None
+        self._resync_buffer: Optional[List[p.Frame]] = None
+        self._enrich_pool = Pool(max(1, settings.resync_concurrency))
+        self._ran = False
+        # Status, for /v2/health and metrics.
+        self.connected = False
+        self.since = clock()
+        self.error: Optional[str] = "not connected yet"
+        self.attempts = 0
+        self.connects = 0
+        self.events_in = 0
+
+    # --- public ------------------------------------------------------------------------------
+
+    def start(self) -> gevent.Greenlet:
+        self._greenlet = gevent.spawn(self.run)
+        self._greenlet.name = "node-%s" % self.name
+        return self._greenlet
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping.set()
+        for conn in (self._events, self._commands):
+            if conn is not None:
+                conn.close("confd stopping")
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            if not self._greenlet.dead:
+                self._greenlet.kill(block=True, timeout=timeout)
+        self._enrich_pool.kill(block=False)
+
+    def status(self) -> dict:
+        conferences, participants = self._state.counts(self.name)
+        return {
+            "name": self.name,
+            "host": self.settings.host,
+            "port": self.settings.port,
+            "connected": self.connected,
+            "since": datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "conferences": conferences,
+            "participants": participants,
+            "error": self.error,
+        }
+
+    def api(self, command: Command, timeout: Optional[float] = None) -> str:
+        """Send a built command on the command connection; returns FreeSWITCH's reply text.
+        Raises ``NodeUnavailable`` when the node is not connected and ``ConnectionLost`` /
+        ``CommandTimeout`` when it goes away meanwhile (never hangs past the deadline)."""
+        conn = self._commands
+        if not self.connected or conn is None or conn.closed:
+            raise NodeUnavailable(self.error or "not connected")
+        return conn.api(command.text, timeout or self.settings.command_timeout)
+
+    # --- the supervisor loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            self.attempts += 1
+            self._ran = False
+            try:
+                self._session()
+            except AuthFailed as exc:
+                # A wrong password will not fix itself: retry at the slowest pace.
+                self._lost("authentication failed: %s" % exc, level=logging.ERROR)
+                attempt = 64
+            except EslError as exc:
+                self._lost(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the supervisor
+                log.exception("node %s: unexpected error", self.name)
+                self._lost("internal error: %s" % exc)
+            if self._stopping.is_set():
+                break
+            if self._ran:
+                attempt = 0  # a session that got as far as running resets the backoff
+            delay = backoff_delay(
+                attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
+            )
+            attempt += 1
+            self._stopping.wait(delay)
+        self._lost("confd stopping", level=logging.DEBUG)
+
+    def _connection(self, on_event=None, read_timeout=None) -> EslConnection:
+        s = self.settings
+        return EslConnection(
+            s.host,
+            s.port,
+            s.password,
+            name=self.name,
+            on_event=on_event,
+            read_timeout=read_timeout,
+            connect_timeout=s.command_timeout,
+        )
+
+    def _session(self) -> None:
+        s = self.settings
+        events = self._connection(on_event=self._on_frame, read_timeout=s.heartbeat_timeout)
+        self._events = events
+        events.connect(timeout=s.command_timeout)
+        reply = events.command(EVENT_SUBSCRIPTION % s.event_format, timeout=s.command_timeout)
+        if not reply.startswith("+OK"):
+            raise ConnectionLost("subscription refused: %s" % reply)
+        commands = self._connection()
+        self._commands = commands
+        commands.connect(timeout=s.command_timeout)
+        # Resync: json_list goes on the event connection so that its reply takes its place in
+        # the event stream; events that arrive before the reply are held and applied after the
+        # snapshot, in order.
+        self._resync_buffer = []
+        try:
+            listing = events.api(self._builder.json_list().text, timeout=s.command_timeout)
+            snapshot = ev.snapshot_from_json_list(listing, self.name, self._clock())
+            self._apply(snapshot)
+            held, self._resync_buffer = self._resync_buffer, None
+            for frame in held:
+                self._take(frame)
+        finally:
+            self._resync_buffer = None
+        self.connects += 1
+        self._ran = True
+        self._set_status(True, None)
+        n_conf, n_part = self._state.counts(self.name)
+        log.info(
+            "node %s: connected to %s:%s, %d conference(s), %d participant(s)",
+            self.name,
+            s.host,
+            s.port,
+            n_conf,
+            n_part,
+        )
+        self._enrich(snapshot)
+        # Run until either connection dies.
+        while not events.closed and not commands.closed:
+            gevent.wait([events.closed_event, commands.closed_event], count=1)
+        raise ConnectionLost(events.close_reason or commands.close_reason or "connection closed")
+
+    def _lost(self, reason: str, level: int = logging.WARNING) -> None:
+        for conn in (self._events, self._commands):
+            if conn is not None:
+                conn.close(reason)
+        self._events = self._commands = None
+        self._enrich_pool.kill(block=False)
+        updates = self._state.drop_node(self.name)
+        if updates:
+            self._publish(updates)
+        # One log line per state change, not one per retry.
+        if self.connected or reason != self.error:
+            log.log(level, "node %s: disconnected: %s", self.name, reason)
+        self._set_status(False, reason)
+
+    def _set_status(self, connected: bool, error: Optional[str]) -> None:
+        if connected != self.connected or error != self.error:
+            if connected != self.connected:
+                self.since = self._clock()
+            self.connected, self.error = connected, error
+            self._on_status(self)
+
+    # --- intake --------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: p.Frame) -> None:
+        if self._resync_buffer is not None:
+            self._resync_buffer.append(frame)
+            return
+        self._take(frame)
+
+    def _take(self, frame: p.Frame) -> None:
+        event = p.parse_event(frame)
+        if event.get("Event-Name") == ev.EVENT_HEARTBEAT:
+            return
+        self.events_in += 1
+        change = ev.translate(event, self.settings.channel_var_prefix)
+        action = event.get("Action") or event.get("Event-Name") or ""
+        self._on_event_taken(action)
+        if change is not None:
+            self._apply(change)
+
+    def _apply(self, change: ev.Change) -> None:
+        updates = self._state.apply(self.name, change)
+        if updates:
+            self._publish(updates)
+
+    # --- after a resync: channel data json_list does not carry -----------------------------------
+
+    def _enrich(self, snapshot: ev.Snapshot) -> None:
+        for conf in snapshot.conferences:
+            for part in conf.participants.values():
+                if ev.UUID_RE.fullmatch(part.call_id):
+                    self._enrich_pool.spawn(self._dump, part.call_id)
+
+    def _dump(self, call_id: str) -> None:
+        try:
+            text = self.api(self._builder.uuid_dump(call_id))
+        except (EslError, ValueError) as exc:
+            log.debug("node %s: uuid_dump %s failed: %s", self.name, call_id, exc)
+            return
+        data = ev.channel_data_from_uuid_dump(text, self.settings.channel_var_prefix)
+        if data is not None:
+            self._apply(data)
+
+
+__all__ = [
+    "NodeSupervisor",
+    "NodeSettings",
+    "NodeUnavailable",
+    "backoff_delay",
+    "CommandTimeout",
+    "ConnectionLost",
+]

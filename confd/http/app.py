@@ -1,0 +1,118 @@
+"""Flask application factory: envelope, request ids, body limits, and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from flask import Flask, Response, g, json, request
+from werkzeug.exceptions import HTTPException
+
+from confd.http import envelope
+from confd.http import errors as e
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass
+class ApiContext:
+    """What the HTTP layer may use; handed in by the daemon (no reach-around to ESL)."""
+
+    version: str
+    node_name: str
+    health: Callable[[], List[Dict[str, Any]]]
+    observe_request: Callable[[str, str, int], None] = lambda route, method, status: None
+    metrics_text: Optional[Callable[[], tuple]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def render(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    resp.headers["X-Request-ID"] = body.get("request_id") or ""
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def ok(data: Any, status: int = 200, **kw: Any) -> Response:
+    ctx: ApiContext = g.ctx
+    headers = kw.pop("headers", None)
+    body = envelope.success(
+        data,
+        request_id=g.request_id,
+        node=ctx.node_name,
+        version=ctx.version,
+        auth_token=g.get("auth_token"),
+        **kw,
+    )
+    return render(status, body, headers)
+
+
+def error_response(status: int, message: str, data: Any) -> Response:
+    ctx: ApiContext = g.ctx
+    body = envelope.error(
+        status,
+        message,
+        data,
+        request_id=g.get("request_id") or uuid.uuid4().hex,
+        node=ctx.node_name,
+        version=ctx.version,
+        auth_token=g.get("auth_token"),
+    )
+    return render(status, body)
+
+
+def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask:
+    from confd.http import health
+
+    app = Flask("confd")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    @app.before_request
+    def _start() -> None:
+        g.ctx = ctx
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise e.RequestTooLarge({"message": "body over %d bytes" % MAX_BODY_BYTES})
+
+    @app.after_request
+    def _observe(resp: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        ctx.observe_request(rule, request.method, resp.status_code)
+        return resp
+
+    @app.errorhandler(e.ApiError)
+    def _api_error(exc: e.ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.data)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if code == 405:
+            return error_response(405, "invalid_method", {"message": "method not allowed"})
+        if code == 404:
+            return error_response(404, "not_found", {"message": "no such path"})
+        if code == 413:
+            return error_response(413, "request_too_large", {"message": "body too large"})
+        return error_response(code, exc.name.lower().replace(" ", "_"), {"message": exc.name})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        rid = g.get("request_id") or uuid.uuid4().hex
+        g.request_id = rid
+        log.exception("request %s: unexpected error", rid)
+        return error_response(500, "internal_error", {"message": "internal error, see log"})
+
+    app.register_blueprint(health.blueprint)
+    for bp in blueprints or ():
+        app.register_blueprint(bp)
+    return app

@@ -1,0 +1,40 @@
+"""``GET /v2/health`` (no token) and ``GET /metrics``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g
+
+from confd.http.app import render
+from confd.http import envelope
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.route("/v2/health", methods=["GET"])
+def health() -> Response:
+    ctx = g.ctx
+    nodes = ctx.health()
+    up = any(n.get("connected") for n in nodes)
+    if up:
+        body = envelope.success(
+            {"nodes": nodes}, request_id=g.request_id, node=ctx.node_name, version=ctx.version
+        )
+    else:
+        body = envelope.error(
+            503,
+            "focus_unavailable",
+            {"nodes": nodes},
+            request_id=g.request_id,
+            node=ctx.node_name,
+            version=ctx.version,
+        )
+    return render(200 if up else 503, body)
+
+
+@blueprint.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    ctx = g.ctx
+    if ctx.metrics_text is None:
+        return Response("", mimetype="text/plain")
+    payload, content_type = ctx.metrics_text()
+    return Response(payload, content_type=content_type)

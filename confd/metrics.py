@@ -1,0 +1,73 @@
+"""Prometheus metrics, in a registry per daemon (no module-level state)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_in = Counter(
+            "confd_esl_events", "ESL events taken in, by Action", ["action"], registry=r
+        )
+        self.commands = Counter(
+            "confd_commands", "Commands sent to FreeSWITCH, by action and result",
+            ["action", "result"], registry=r,
+        )
+        self.node_connected = Gauge(
+            "confd_node_connected", "1 when the node's connections are up", ["node"], registry=r
+        )
+        self.node_connects = Counter(
+            "confd_node_state_changes", "Node connection state changes", ["node", "state"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "confd_http_requests", "API requests by route, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.live_conferences = Gauge(
+            "confd_live_conferences", "Live conferences, all nodes", registry=r
+        )
+        self.live_participants = Gauge(
+            "confd_live_participants", "Live participants, all nodes", registry=r
+        )
+        self.queue_drops = Counter(
+            "confd_queue_drops", "Items dropped because a bounded queue was full", ["queue"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "confd_queue_depth", "Items waiting in a bounded queue", ["queue"], registry=r
+        )
+
+    def track_live(self, counts: Callable[[], Iterable[Tuple[int, int]]]) -> None:
+        """Live gauges are computed at scrape time from the state, never on the intake path."""
+
+        def conferences() -> float:
+            return float(sum(c for c, _ in counts()))
+
+        def participants() -> float:
+            return float(sum(p for _, p in counts()))
+
+        self.live_conferences.set_function(conferences)
+        self.live_participants.set_function(participants)
+
+    def event(self, action: str) -> None:
+        self.events_in.labels(action or "unknown").inc()
+
+    def command(self, action: str, result: str) -> None:
+        self.commands.labels(action, result).inc()
+
+    def node_state(self, node: str, connected: bool) -> None:
+        self.node_connected.labels(node).set(1 if connected else 0)
+        self.node_connects.labels(node, "up" if connected else "down").inc()
+
+    def request(self, route: str, method: str, status: int) -> None:
+        self.http_requests.labels(route, method, str(status)).inc()
+
+    def render(self) -> tuple:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
