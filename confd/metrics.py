@@ -16,19 +16,25 @@ class Metrics:
             "confd_esl_events", "ESL events taken in, by Action", ["action"], registry=r
         )
         self.commands = Counter(
-            "confd_commands", "Commands sent to FreeSWITCH, by action and result",
-            ["action", "result"], registry=r,
+            "confd_commands",
+            "Commands sent to FreeSWITCH, by action and result",
+            ["action", "result"],
+            registry=r,
         )
         self.node_connected = Gauge(
             "confd_node_connected", "1 when the node's connections are up", ["node"], registry=r
         )
         self.node_connects = Counter(
-            "confd_node_state_changes", "Node connection state changes", ["node", "state"],
+            "confd_node_state_changes",
+            "Node connection state changes",
+            ["node", "state"],
             registry=r,
         )
         self.http_requests = Counter(
-            "confd_http_requests", "API requests by route, method and status",
-            ["route", "method", "status"], registry=r,
+            "confd_http_requests",
+            "API requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.live_conferences = Gauge(
             "confd_live_conferences", "Live conferences, all nodes", registry=r
@@ -37,7 +43,9 @@ class Metrics:
             "confd_live_participants", "Live participants, all nodes", registry=r
         )
         self.queue_drops = Counter(
-            "confd_queue_drops", "Items dropped because a bounded queue was full", ["queue"],
+            "confd_queue_drops",
+            "Items dropped because a bounded queue was full",
+            ["queue"],
             registry=r,
         )
         self.queue_depth = Gauge(

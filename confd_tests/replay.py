@@ -55,7 +55,7 @@ class Capture:
     frames: List[RawFrame] = field(default_factory=list)
 
     @classmethod
-    def load(cls, name: str) -> "Capture":
+    def load(cls, name: str) -> Capture:
         raw = (CAPTURES / (name + ".raw")).read_bytes()
         chunks = []
         for line in (CAPTURES / (name + ".chunks")).read_text().splitlines():
@@ -114,10 +114,7 @@ class Capture:
             f
             for f in self.frames
             if f.frame.content_type in p.EVENT_TYPES
-            or (
-                f.frame.content_type == p.DISCONNECT_NOTICE
-                and not self.ends_with_recorders_exit
-            )
+            or (f.frame.content_type == p.DISCONNECT_NOTICE and not self.ends_with_recorders_exit)
         ]
 
     def pieces(self, mode: str) -> List[Tuple[int, bytes]]:
@@ -187,7 +184,7 @@ class ReplayFreeSwitch:
     def port(self) -> int:
         return self.server.server_port
 
-    def start(self) -> "ReplayFreeSwitch":
+    def start(self) -> ReplayFreeSwitch:
         self.server.start()
         return self
 
@@ -245,7 +242,10 @@ class ReplayFreeSwitch:
                 else:
                     sock.sendall(
                         p.encode_frame(
-                            {"Content-Type": p.COMMAND_REPLY, "Reply-Text": "-ERR command not found"}
+                            {
+                                "Content-Type": p.COMMAND_REPLY,
+                                "Reply-Text": "-ERR command not found",
+                            }
                         )
                     )
 
@@ -270,17 +270,19 @@ class ReplayFreeSwitch:
         except OSError:
             pass
         finally:
-            if cap.ends_with_recorders_exit:
-                return
-            # The captures end where FreeSWITCH closed the socket (or died).
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-            if self.down_for and cap is not self.captures[-1]:
-                self._go_down(self.down_for)
-            self.finished.set()
+            if not cap.ends_with_recorders_exit:
+                self._close_like_freeswitch(sock, cap)
+
+    def _close_like_freeswitch(self, sock: socket.socket, cap: Capture) -> None:
+        # The captures end where FreeSWITCH closed the socket (or died).
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        if self.down_for and cap is not self.captures[-1]:
+            self._go_down(self.down_for)
+        self.finished.set()
 
     def _go_down(self, seconds: float) -> None:
         """Refuse connections for a while (connect gets ECONNREFUSED), then listen again on the

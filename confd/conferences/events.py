@@ -207,7 +207,7 @@ def participant_from_headers(h: Headers, names: Iterable[str], prefix: str) -> P
 
 
 def translate(event: Any, channel_var_prefix: str = "ecallmgr_") -> Optional[Change]:
-    """One parsed event (``confd.esl.protocol.Event``) -> a change, or None when it changes nothing."""
+    """One parsed event (``confd.esl.protocol.Event``) -> a change; None if it changes nothing."""
     if event.get("Event-Subclass") != SUBCLASS:
         return None
     action = event.get("Action")

@@ -59,8 +59,7 @@ class LiveState:
             if conf is None:
                 return []
             updates = [
-                Update(ev.DEL_MEMBER, node, _detached(conf), p)
-                for p in conf.participants.values()
+                Update(ev.DEL_MEMBER, node, _detached(conf), p) for p in conf.participants.values()
             ]
             self._remove_conference(node, conf)
             updates.append(Update(ev.CONFERENCE_DESTROY, node, _detached(conf)))

@@ -78,7 +78,7 @@ class NodeSupervisor:
         *,
         publish: Callable[[List[Update]], None] = lambda updates: None,
         on_event_taken: Callable[[str], None] = lambda action: None,
-        on_status: Callable[["NodeSupervisor"], None] = lambda node: None,
+        on_status: Callable[[NodeSupervisor], None] = lambda node: None,
         rng: Optional[random.Random] = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

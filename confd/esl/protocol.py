@@ -237,7 +237,9 @@ def encode_json_event(headers: Mapping[str, str], body: str = "") -> bytes:
     obj = dict(headers)
     if body:
         obj["_body"] = body
-    return encode_frame({"Content-Type": EVENT_JSON}, json.dumps(obj, separators=(",", ":")).encode())
+    return encode_frame(
+        {"Content-Type": EVENT_JSON}, json.dumps(obj, separators=(",", ":")).encode()
+    )
 
 
 def encode_command(line: str) -> bytes:

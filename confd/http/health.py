@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g
 
-from confd.http.app import render
 from confd.http import envelope
+from confd.http.app import render
 
 blueprint = Blueprint("health", __name__)
 

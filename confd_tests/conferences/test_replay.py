@@ -2,7 +2,6 @@
 must equal what FreeSWITCH's own json_list said at each point the capture asked for it."""
 
 import json
-import logging
 
 import gevent
 import pytest
@@ -73,7 +72,9 @@ def test_s1_state_equals_every_json_list(make_node, name, fmt, mode):
 
 
 def test_s4_two_conferences(make_node):
-    node, fake, checked = replay_and_check(make_node, ["s4_two_conferences_lists"], "chunks", "plain")
+    node, fake, checked = replay_and_check(
+        make_node, ["s4_two_conferences_lists"], "chunks", "plain"
+    )
     assert checked == 4
 
 
@@ -92,9 +93,18 @@ def test_plain_and_json_give_the_same_state(make_node):
                 state.apply("fs1", change)
             out.append(
                 sorted(
-                    (p.caller_id_name, p.hear, p.speak, p.talking, p.is_moderator, p.floor,
-                     p.energy_level, c.is_locked)
-                    for c in state.conferences() for p in c.participants.values()
+                    (
+                        p.caller_id_name,
+                        p.hear,
+                        p.speak,
+                        p.talking,
+                        p.is_moderator,
+                        p.floor,
+                        p.energy_level,
+                        c.is_locked,
+                    )
+                    for c in state.conferences()
+                    for p in c.participants.values()
                 )
             )
         return out
@@ -117,8 +127,13 @@ def test_s2_talking_and_energy(make_node):
         if change is None:
             continue
         state.apply("fs1", change)
-        if event["Action"] in ("start-talking", "stop-talking", "mute-member", "unmute-member",
-                               "energy-level-member"):
+        if event["Action"] in (
+            "start-talking",
+            "stop-talking",
+            "mute-member",
+            "unmute-member",
+            "energy-level-member",
+        ):
             (conf,) = state.conferences()
             p = conf.participants[int(event["Member-ID"])]
             seen.append((event["Action"], p.talking, p.speak, p.energy_level))

@@ -42,7 +42,8 @@ def test_every_frame_parses_whole_and_in_real_segments(name):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in ALL if n != "s6_bad_input"]  # 1 MB: byte-at-a-time below on a slice
+    "name",
+    [n for n in ALL if n != "s6_bad_input"],  # 1 MB: byte-at-a-time below on a slice
 )
 def test_every_frame_parses_fed_one_byte_at_a_time(name):
     cap = Capture.load(name)
@@ -78,8 +79,16 @@ def test_plain_and_json_captures_carry_the_same_events():
     for a, b in zip(plain, js):
         if a.get("Member-ID"):
             assert int(a["Member-ID"]) - first == int(b["Member-ID"]) - first_js
-    keys = ["Member-Type", "Speak", "Hear", "Talking", "Caller-Orig-Caller-ID-Name",
-            "FreeSWITCH-IPv6", "Conference-Name", "Energy-Level"]
+    keys = [
+        "Member-Type",
+        "Speak",
+        "Hear",
+        "Talking",
+        "Caller-Orig-Caller-ID-Name",
+        "FreeSWITCH-IPv6",
+        "Conference-Name",
+        "Energy-Level",
+    ]
     for a, b in zip(plain, js):
         assert [a.get(k) for k in keys] == [b.get(k) for k in keys]
 
