@@ -241,8 +241,10 @@ class NodeSupervisor:
         if updates:
             self._publish(updates)
         # One log line per state change, not one per retry.
-        if self.connected or reason != self.error:
+        if self.connected:
             log.log(level, "node %s: disconnected: %s", self.name, reason)
+        elif reason != self.error:
+            log.log(level, "node %s: not connected: %s", self.name, reason)
         self._set_status(False, reason)
 
     def _set_status(self, connected: bool, error: Optional[str]) -> None:
