@@ -1,0 +1,98 @@
+"""Live conferences as the API sees them: read them, and send a built command to the node
+that hosts one.  The HTTP layer uses this and never touches ESL connections itself; this module
+never writes live state (the events that follow a command do)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Dict, List, Optional, Protocol
+
+from confd.conferences.commands import Command, reply_ok
+from confd.conferences.model import Conference
+from confd.conferences.state import LiveState
+from confd.esl.connection import EslError
+
+log = logging.getLogger(__name__)
+
+
+class Focus(Protocol):
+    """What a node offers the API: its name, whether it is up, and sending a command."""
+
+    name: str
+    connected: bool
+
+    def api(self, command: Command, timeout: Optional[float] = None) -> str: ...
+
+
+class ControlError(Exception):
+    pass
+
+
+class FocusUnavailable(ControlError):
+    """The node hosting (or that could host) the conference is not connected."""
+
+    def __init__(self, focus: Optional[str], why: str = "") -> None:
+        super().__init__(why or "focus unavailable")
+        self.focus = focus
+
+
+class CommandRejected(ControlError):
+    """FreeSWITCH answered ``-ERR`` or its bare usage line."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class ConferenceControl:
+    def __init__(
+        self,
+        state: LiveState,
+        nodes: List[Focus],
+        *,
+        on_command: Callable[[str, str], None] = lambda action, result: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state = state
+        self._nodes: Dict[str, Focus] = {n.name: n for n in nodes}
+        self._on_command = on_command
+        self.clock = clock
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def live(self, name: str) -> Optional[Conference]:
+        """The live instance of conference ``name`` (the oldest, should two nodes host one)."""
+        found = self._state.find(name)
+        return found[0] if found else None
+
+    def conferences(self) -> List[Conference]:
+        return self._state.conferences()
+
+    def every_node_connected(self) -> bool:
+        return all(n.connected for n in self._nodes.values())
+
+    def disconnected_nodes(self) -> List[str]:
+        return [n.name for n in self._nodes.values() if not n.connected]
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def send(self, conference: Conference, command: Command) -> str:
+        """Send ``command`` to the node hosting ``conference``; returns the ``+OK`` reply.
+        Raises ``FocusUnavailable`` (node down or lost meanwhile) or ``CommandRejected``."""
+        node = self._nodes.get(conference.node)
+        if node is None or not node.connected:
+            self._on_command(command.action, "unavailable")
+            raise FocusUnavailable(conference.node, "node not connected")
+        try:
+            reply = node.api(command)
+        except EslError as exc:  # not connected, lost meanwhile, or past the deadline
+            self._on_command(command.action, "unavailable")
+            log.warning("node %s: %s failed: %s", conference.node, command.action, exc)
+            raise FocusUnavailable(conference.node, str(exc)) from None
+        if not reply_ok(reply):
+            self._on_command(command.action, "rejected")
+            log.info("node %s: %r rejected: %s", conference.node, command.text, reply.strip())
+            raise CommandRejected(reply)
+        self._on_command(command.action, "ok")
+        return reply
