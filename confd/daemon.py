@@ -16,11 +16,13 @@ from gevent.pywsgi import WSGIServer
 
 import confd
 from confd.conferences.commands import CommandBuilder
+from confd.conferences.control import ConferenceControl
 from confd.conferences.state import LiveState, Update
 from confd.config import Config
 from confd.esl.node import NodeSettings, NodeSupervisor
 from confd.http.app import ApiContext, create_app
 from confd.metrics import Metrics
+from confd.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,12 @@ def node_settings(cfg: Config) -> List[NodeSettings]:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, instance_name: Optional[str] = None) -> None:
+    def __init__(
+        self, cfg: Config, *, instance_name: Optional[str] = None, store: Optional[Store] = None
+    ) -> None:
         self.cfg = cfg
         self.instance_name = instance_name or socket.gethostname()
+        self.store = store if store is not None else Store.from_url(cfg.database.url)
         self.metrics = Metrics()
         self.state = LiveState()
         self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)
@@ -66,12 +71,18 @@ class Daemon:
             for settings in node_settings(cfg)
         ]
         self.metrics.track_live(lambda: [self.state.counts(n.name) for n in self.nodes])
+        self.control = ConferenceControl(self.state, self.nodes, on_command=self.metrics.command)
         self.ctx = ApiContext(
             version=confd.__version__,
             node_name=self.instance_name,
             health=lambda: [n.status() for n in self.nodes],
             observe_request=self.metrics.request,
             metrics_text=self.metrics.render,
+            store=self.store,
+            control=self.control,
+            builder=self.builder,
+            token_ttl=cfg.auth.token_ttl,
+            channel_var_prefix=cfg.events.channel_var_prefix,
         )
         self.app = create_app(self.ctx)
         self.server: Optional[WSGIServer] = None
@@ -115,6 +126,7 @@ class Daemon:
             self.server.stop(timeout=STOP_TIMEOUT)
         for node in reversed(self.nodes):
             node.stop(timeout=STOP_TIMEOUT / 2)
+        self.store.close()
         log.info("confd stopped")
 
     def wait(self) -> int:
@@ -123,7 +135,11 @@ class Daemon:
 
 
 def run_daemon(cfg: Config) -> int:
-    daemon = Daemon(cfg)
+    try:
+        daemon = Daemon(cfg)
+    except Exception as exc:  # the database cannot be opened, or is newer than this code
+        log.error("cannot start: %s", exc)
+        return 1
     handlers = [
         gevent.signal_handler(signal.SIGTERM, daemon.request_stop, signal.SIGTERM),
         gevent.signal_handler(signal.SIGINT, daemon.request_stop, signal.SIGINT),

@@ -29,6 +29,11 @@ class ApiContext:
     health: Callable[[], List[Dict[str, Any]]]
     observe_request: Callable[[str, str, int], None] = lambda route, method, status: None
     metrics_text: Optional[Callable[[], tuple]] = None
+    store: Any = None  # confd.store.Store
+    control: Any = None  # confd.conferences.control.ConferenceControl
+    builder: Any = None  # confd.conferences.commands.CommandBuilder
+    token_ttl: int = 3600
+    channel_var_prefix: str = "ecallmgr_"
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
