@@ -129,9 +129,18 @@ class Daemon:
         self.store.close()
         log.info("confd stopped")
 
+    @property
+    def stopped_event(self) -> Event:
+        """Set when a signal asks the daemon to stop or a part of it crashed."""
+        return self._stopped
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self._failed else 0
+
     def wait(self) -> int:
         self._stopped.wait()
-        return 1 if self._failed else 0
+        return self.exit_code
 
 
 def run_daemon(cfg: Config) -> int:

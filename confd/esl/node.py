@@ -232,6 +232,8 @@ class NodeSupervisor:
         raise ConnectionLost(events.close_reason or commands.close_reason or "connection closed")
 
     def _lost(self, reason: str, level: int = logging.WARNING) -> None:
+        if self._stopping.is_set():
+            level = min(level, logging.INFO)  # our own doing, not an incident
         for conn in (self._events, self._commands):
             if conn is not None:
                 conn.close(reason)

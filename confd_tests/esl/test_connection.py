@@ -136,7 +136,7 @@ def test_pending_commands_fail_at_once_when_the_socket_closes(scripted):
 
 
 def test_replies_pair_with_commands_in_order(scripted):
-    fake = scripted(lambda line: standard(line, lambda l: api_response("reply to " + l)))
+    fake = scripted(lambda line: standard(line, lambda line: api_response("reply to " + line)))
     conn = EslConnection("127.0.0.1", fake.port, "ClueCon")
     conn.connect(timeout=2)
     jobs = [gevent.spawn(conn.api, "cmd%d" % i, 5) for i in range(20)]
@@ -265,7 +265,7 @@ def test_node_heartbeat_deadline_drops_state(scripted, make_node):
 
 
 def test_node_command_on_the_command_connection_with_deadline(scripted, make_node):
-    fake = scripted(lambda line: standard(line, lambda l: None))  # never answers commands
+    fake = scripted(lambda line: standard(line, lambda line: None))  # never answers commands
     node = make_node(fake.port, command_timeout=0.3, reconnect_min=5)
     wait_until(lambda: node.connected)
     t0 = time.monotonic()
