@@ -209,14 +209,15 @@ def parse_event(frame: Frame) -> Event:
 
 
 def encode_frame(headers: Mapping[str, str], body: bytes = b"") -> bytes:
-    """A frame as FreeSWITCH writes it: Content-Length first when there is a body."""
-    lines = []
+    """A frame as FreeSWITCH writes it: events start with Content-Length, replies and notices
+    with Content-Type (compare an event and an api/response in s1_room1_plain.raw)."""
+    lines = ["%s: %s" % (n, v) for n, v in headers.items() if n != "Content-Length"]
     if body:
-        lines.append("Content-Length: %d" % len(body))
-    for name, value in headers.items():
-        if name == "Content-Length":
-            continue
-        lines.append("%s: %s" % (name, value))
+        length = "Content-Length: %d" % len(body)
+        if headers.get("Content-Type") in EVENT_TYPES:
+            lines.insert(0, length)
+        else:
+            lines.insert(1, length)
     return ("\n".join(lines) + "\n\n").encode() + body
 
 
