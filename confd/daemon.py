@@ -20,6 +20,10 @@ from confd.conferences.control import ConferenceControl
 from confd.conferences.state import LiveState, Update
 from confd.config import Config
 from confd.esl.node import NodeSettings, NodeSupervisor
+from confd.events.amqp import AmqpPublisher
+from confd.events.hub import EventHub
+from confd.events.ownership import OwnershipResolver, store_lookup
+from confd.events.websocket import WebsocketHandler, WebsocketMiddleware
 from confd.http.app import ApiContext, create_app
 from confd.metrics import Metrics
 from confd.store import Store
@@ -58,6 +62,19 @@ class Daemon:
         self.store = store if store is not None else Store.from_url(cfg.database.url)
         self.metrics = Metrics()
         self.state = LiveState()
+        self.hub = EventHub(
+            node_name=self.instance_name,
+            app_version=confd.__version__,
+            publish_filter=cfg.events.publish_participant_event,
+            state=self.state,
+            metrics=self.metrics,
+        )
+        self.amqp: Optional[AmqpPublisher] = None
+        if cfg.events.amqp_url:
+            self.amqp = AmqpPublisher(
+                cfg.events.amqp_url, buffer=cfg.events.amqp_buffer, metrics=self.metrics
+            )
+            self.hub.add_sink(self.amqp.offer)
         self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)
         self.nodes = [
             NodeSupervisor(
@@ -71,6 +88,9 @@ class Daemon:
             for settings in node_settings(cfg)
         ]
         self.metrics.track_live(lambda: [self.state.counts(n.name) for n in self.nodes])
+        for node in self.nodes:
+            self.metrics.track_queue("esl_pending:" + node.name, lambda n=node: n.pending_commands)
+            self.metrics.track_queue("resync_backlog:" + node.name, lambda n=node: n.resync_backlog)
         self.control = ConferenceControl(self.state, self.nodes, on_command=self.metrics.command)
         self.ctx = ApiContext(
             version=confd.__version__,
@@ -85,6 +105,15 @@ class Daemon:
             channel_var_prefix=cfg.events.channel_var_prefix,
         )
         self.app = create_app(self.ctx)
+        # /v2/websocket is answered by this middleware; everything else goes to the Flask app.
+        self.websocket = WebsocketMiddleware(
+            self.app,
+            hub=self.hub,
+            store=self.store,
+            resolver=OwnershipResolver(store_lookup(self.store)),
+            queue_bound=cfg.events.subscriber_queue,
+            metrics=self.metrics,
+        )
         self.server: Optional[WSGIServer] = None
         self._stopped = Event()
         self._failed: Optional[str] = None
@@ -92,14 +121,23 @@ class Daemon:
 
     def _publish(self, updates: List[Update]) -> None:
         """Hook for the event hub: called on the intake path, must never block."""
+        self.hub.publish(updates)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
         http = self.cfg.http
-        self.server = WSGIServer((http.host, http.port), self.app, log=None, error_log=log)
+        self.server = WSGIServer(
+            (http.host, http.port),
+            self.websocket,
+            handler_class=WebsocketHandler,
+            log=None,
+            error_log=log,
+        )
         self.server.start()
         log.info("confd %s: HTTP API on %s:%d", confd.__version__, http.host, self.http_port)
+        if self.amqp is not None:
+            self.amqp.start()
         for node in self.nodes:
             g = node.start()
             g.link_exception(self._crashed)
@@ -122,10 +160,13 @@ class Daemon:
 
     def stop(self) -> None:
         """Reverse order: stop accepting requests (finishing in-flight ones), then close ESL."""
+        self.websocket.stop()
         if self.server is not None:
             self.server.stop(timeout=STOP_TIMEOUT)
         for node in reversed(self.nodes):
             node.stop(timeout=STOP_TIMEOUT / 2)
+        if self.amqp is not None:
+            self.amqp.stop(timeout=STOP_TIMEOUT / 2)
         self.store.close()
         log.info("confd stopped")
 

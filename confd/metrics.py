@@ -51,6 +51,27 @@ class Metrics:
         self.queue_depth = Gauge(
             "confd_queue_depth", "Items waiting in a bounded queue", ["queue"], registry=r
         )
+        self.events_published = Counter(
+            "confd_events_published",
+            "Events published to websocket subscribers and AMQP, by event",
+            ["event"],
+            registry=r,
+        )
+        self.websocket_clients = Gauge(
+            "confd_websocket_clients", "Open websocket connections", registry=r
+        )
+        self.websocket_closes = Counter(
+            "confd_websocket_closes",
+            "Websocket connections closed by confd, by close code",
+            ["code"],
+            registry=r,
+        )
+        self.amqp_published = Counter(
+            "confd_amqp_published", "Events confirmed by the AMQP broker", registry=r
+        )
+        self.amqp_connected = Gauge(
+            "confd_amqp_connected", "1 when the AMQP publisher is connected", registry=r
+        )
 
     def track_live(self, counts: Callable[[], Iterable[Tuple[int, int]]]) -> None:
         """Live gauges are computed at scrape time from the state, never on the intake path."""
@@ -64,6 +85,13 @@ class Metrics:
         self.live_conferences.set_function(conferences)
         self.live_participants.set_function(participants)
 
+    def track_queue(self, queue: str, depth: Callable[[], int]) -> None:
+        """A bounded queue's depth, read at scrape time."""
+        self.queue_depth.labels(queue).set_function(lambda: float(depth()))
+
+    def drop(self, queue: str, n: int = 1) -> None:
+        self.queue_drops.labels(queue).inc(n)
+
     def event(self, action: str) -> None:
         self.events_in.labels(action or "unknown").inc()
 
@@ -73,6 +101,12 @@ class Metrics:
     def node_state(self, node: str, connected: bool) -> None:
         self.node_connected.labels(node).set(1 if connected else 0)
         self.node_connects.labels(node, "up" if connected else "down").inc()
+
+    def event_published(self, event: str) -> None:
+        self.events_published.labels(event).inc()
+
+    def websocket_closed(self, code: int) -> None:
+        self.websocket_closes.labels(str(code)).inc()
 
     def request(self, route: str, method: str, status: int) -> None:
         self.http_requests.labels(route, method, str(status)).inc()

@@ -83,7 +83,10 @@ def daemon(tmp_path):
 
 def test_no_freeswitch_health_503_and_quiet_retries(daemon):
     proc, base = daemon(free_port())
-    status, body = poll(base + "/v2/health", lambda s, b: s == 503)
+    status, body = poll(
+        base + "/v2/health",
+        lambda s, b: s == 503 and "refused" in (b["data"]["nodes"][0]["error"] or ""),
+    )
     (node,) = body["data"]["nodes"]
     assert body["status"] == "error"
     assert node["connected"] is False and "refused" in node["error"]

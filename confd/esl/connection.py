@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 65536
 OK_PREFIX = "+OK"
+# Commands waiting for their reply on one connection; past this a caller is refused at once
+# rather than queued behind a node that has stopped answering.
+MAX_PENDING = 256
 
 
 class EslError(Exception):
@@ -42,6 +45,10 @@ class CommandTimeout(EslError):
 
 class AuthFailed(EslError):
     """FreeSWITCH refused the password (``-ERR invalid``): a configuration error."""
+
+
+class TooManyPending(EslError):
+    """``MAX_PENDING`` commands already wait for a reply on this connection."""
 
 
 class CommandFailed(EslError):
@@ -66,6 +73,7 @@ class EslConnection:
         on_event: Optional[Callable[[p.Frame], None]] = None,
         read_timeout: Optional[float] = None,
         connect_timeout: float = 5.0,
+        max_pending: int = MAX_PENDING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port, self.name = host, port, name or "%s:%s" % (host, port)
@@ -77,6 +85,7 @@ class EslConnection:
         self._sock: Optional[socket.socket] = None
         self._parser = p.FrameParser()
         self._pending: Deque[AsyncResult] = collections.deque()
+        self._max_pending = max_pending
         self._reader: Optional[gevent.Greenlet] = None
         self._auth = AsyncResult()
         self._closed = Event()
@@ -118,6 +127,10 @@ class EslConnection:
         return self._closed.is_set()
 
     @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
     def closed_event(self) -> Event:
         return self._closed
 
@@ -153,6 +166,8 @@ class EslConnection:
         data = p.encode_command(line)  # refuses CR/LF/NUL before anything is sent
         if self._closed.is_set() or self._sock is None:
             raise ConnectionLost(self.close_reason or "not connected")
+        if len(self._pending) >= self._max_pending:
+            raise TooManyPending("%d commands already wait for a reply" % len(self._pending))
         waiter = AsyncResult()
         self._pending.append(waiter)
         try:

@@ -38,7 +38,11 @@ from confd.esl.connection import (
 
 log = logging.getLogger(__name__)
 
+# HEARTBEAT must come before CUSTOM: every word after CUSTOM is read as a subclass name.
 EVENT_SUBSCRIPTION = "event %s HEARTBEAT CUSTOM conference::maintenance"
+# Events held while the json_list reply is pending (events.md, lifecycle step 3).  Past this
+# bound the resync is abandoned and the connection restarted rather than buffering forever.
+MAX_RESYNC_BACKLOG = 100_000
 
 
 class NodeUnavailable(EslError):
@@ -105,6 +109,7 @@ class NodeSupervisor:
         self.attempts = 0
         self.connects = 0
         self.events_in = 0
+        self.resync_overflows = 0
 
     # --- public ------------------------------------------------------------------------------
 
@@ -259,10 +264,25 @@ class NodeSupervisor:
     # --- intake --------------------------------------------------------------------------------
 
     def _on_frame(self, frame: p.Frame) -> None:
-        if self._resync_buffer is not None:
-            self._resync_buffer.append(frame)
+        buffer = self._resync_buffer
+        if buffer is not None:
+            if len(buffer) >= MAX_RESYNC_BACKLOG:
+                self.resync_overflows += 1
+                if self._events is not None:
+                    self._events.close("resync backlog over %d events" % MAX_RESYNC_BACKLOG)
+                return
+            buffer.append(frame)
             return
         self._take(frame)
+
+    @property
+    def pending_commands(self) -> int:
+        conn = self._commands
+        return conn.pending if conn is not None else 0
+
+    @property
+    def resync_backlog(self) -> int:
+        return len(self._resync_buffer) if self._resync_buffer is not None else 0
 
     def _take(self, frame: p.Frame) -> None:
         event = p.parse_event(frame)

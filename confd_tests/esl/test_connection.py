@@ -9,11 +9,13 @@ from gevent.server import StreamServer
 
 from confd.conferences.commands import RELAXED_NAME_PATTERN, CommandBuilder
 from confd.esl import protocol as p
+from confd.esl import node as node_module
 from confd.esl.connection import (
     AuthFailed,
     CommandTimeout,
     ConnectionLost,
     EslConnection,
+    TooManyPending,
 )
 from confd.esl.node import NodeUnavailable, backoff_delay
 from confd_tests.conftest import wait_until
@@ -315,3 +317,37 @@ def test_events_during_resync_are_applied_after_the_snapshot(scripted, make_node
     assert sorted(conf.participants) == [1, 2]
     assert conf.participants[1].speak is False  # the held mute applied after the snapshot
     assert node.events_in == 2
+
+
+def test_pending_commands_are_bounded(scripted):
+    fake = scripted(lambda line: standard(line, lambda line: None))  # never answers
+    conn = EslConnection("127.0.0.1", fake.port, "ClueCon", max_pending=3)
+    conn.connect(timeout=2)
+    waiters = [gevent.spawn(conn.api, "status", 5) for _ in range(3)]
+    wait_until(lambda: conn.pending == 3)
+    t0 = time.monotonic()
+    with pytest.raises(TooManyPending):
+        conn.api("status", timeout=5)
+    assert time.monotonic() - t0 < 0.1  # refused at once, not queued
+    conn.close("test over")
+    gevent.joinall(waiters, timeout=2)
+    assert all(isinstance(w.exception, ConnectionLost) for w in waiters)
+
+
+def test_resync_backlog_is_bounded(scripted, make_node, monkeypatch):
+    """A json_list reply that never comes while events pour in: the held events stop at the
+    bound, the connection is restarted, nothing grows without limit."""
+    monkeypatch.setattr(node_module, "MAX_RESYNC_BACKLOG", 5)
+    flood = b"".join(p.encode_plain_event({"Event-Name": "CUSTOM", "N": str(i)}) for i in range(20))
+
+    def answer(line):
+        if line == "api conference json_list":
+            return flood  # events, and no reply
+        return standard(line)
+
+    fake = scripted(answer)
+    node = make_node(fake.port, reconnect_min=5)
+    wait_until(lambda: node.resync_overflows >= 1)
+    wait_until(lambda: node.error is not None and "resync backlog" in node.error)
+    assert not node.connected
+    assert node.resync_backlog == 0
