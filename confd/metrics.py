@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+MAX_ACTION_LABELS = 64
+
 
 class Metrics:
     def __init__(self) -> None:
+        self._event_children: Dict[str, Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events_in = Counter(
@@ -93,7 +96,13 @@ class Metrics:
         self.queue_drops.labels(queue).inc(n)
 
     def event(self, action: str) -> None:
-        self.events_in.labels(action or "unknown").inc()
+        # Called once per ESL event: keep the labelled child, the label lookup is not free.
+        child = self._event_children.get(action)
+        if child is None:
+            if len(self._event_children) >= MAX_ACTION_LABELS:
+                action = "other"  # a bound on label cardinality whatever a node sends
+            child = self._event_children[action] = self.events_in.labels(action or "unknown")
+        child.inc()
 
     def command(self, action: str, result: str) -> None:
         self.commands.labels(action, result).inc()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Union
 
 from confd.conferences.model import Conference, Participant
+from confd.esl.protocol import HeaderSet
 
 SUBCLASS = "conference::maintenance"
 EVENT_CUSTOM = "CUSTOM"
@@ -47,6 +48,31 @@ PARTICIPANT_EVENTS = (
     UNDEAF_MEMBER,
 )
 CONFERENCE_EVENTS = (LOCK, UNLOCK, CONFERENCE_CREATE, CONFERENCE_DESTROY, KICK_MEMBER)
+
+# The headers translation reads on every event: picked from the event in one pass.
+INTAKE_HEADERS = HeaderSet(
+    (
+        "Event-Name",
+        "Event-Subclass",
+        "Action",
+        "Conference-Name",
+        "Conference-Unique-ID",
+        "Conference-Profile-Name",
+        "Event-Date-Timestamp",
+        "New-ID",
+        "Member-ID",
+        "Unique-ID",
+        "Member-Type",
+        "Floor",
+        "Hear",
+        "Speak",
+        "Talking",
+        "Mute-Detect",
+        "Video",
+        "Energy-Level",
+        "Current-Energy",
+    )
+)
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -97,6 +123,19 @@ class MemberEvent:
 
 
 @dataclass(frozen=True)
+class MemberFlags:
+    """Any other member event (mute, talking, energy, kick, ...): the member's current flags,
+    which its headers carry.  ``full()`` builds the whole MemberEvent, for a member the state
+    does not know yet; most events never need it (talking events are most of the traffic)."""
+
+    action: str
+    conference_uuid: str
+    participant_id: int
+    flags: Dict[str, Any]
+    full: Callable[[], MemberEvent]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything a node has, from ``conference json_list``."""
 
@@ -116,6 +155,7 @@ class ChannelData:
 
 
 Change = Union[
+    MemberFlags,
     ConferenceCreated,
     ConferenceDestroyed,
     LockChanged,
@@ -155,15 +195,15 @@ def channel_var_key(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
-def custom_channel_vars(h: Headers, names: Iterable[str], prefix: str) -> Dict[str, str]:
+def custom_channel_vars(variables: Dict[str, str], prefix: str) -> Dict[str, str]:
+    """``variable_<prefix>Account-ID`` -> ``account_id``, from the ``variable_<prefix>``
+    headers given."""
     head = "variable_" + prefix
-    out = {}
-    for name in names:
-        if name.startswith(head) and len(name) > len(head):
-            value = h.get(name)
-            if value is not None:
-                out[channel_var_key(name[len(head) :])] = value
-    return out
+    return {
+        channel_var_key(name[len(head) :]): value
+        for name, value in variables.items()
+        if name.startswith(head) and len(name) > len(head)
+    }
 
 
 def caller_id(h: Headers) -> tuple:
@@ -178,7 +218,7 @@ def caller_id(h: Headers) -> tuple:
     return name or "", number or ""
 
 
-def participant_from_headers(h: Headers, names: Iterable[str], prefix: str) -> Participant:
+def participant_from_headers(h: Any, prefix: str) -> Participant:
     name, number = caller_id(h)
     return Participant(
         participant_id=_int(h.get("Member-ID")),
@@ -198,7 +238,7 @@ def participant_from_headers(h: Headers, names: Iterable[str], prefix: str) -> P
         caller_id_name=name,
         caller_id_number=number,
         join_time=event_time(h),
-        custom_channel_vars=custom_channel_vars(h, names, prefix),
+        custom_channel_vars=custom_channel_vars(h.with_prefix("variable_" + prefix), prefix),
         channel_presence_id=h.get("Channel-Presence-ID"),
     )
 
@@ -208,28 +248,54 @@ def participant_from_headers(h: Headers, names: Iterable[str], prefix: str) -> P
 
 def translate(event: Any, channel_var_prefix: str = "ecallmgr_") -> Optional[Change]:
     """One parsed event (``confd.esl.protocol.Event``) -> a change; None if it changes nothing."""
-    if event.get("Event-Subclass") != SUBCLASS:
+    h = event.pick(INTAKE_HEADERS)
+    if h.get("Event-Subclass") != SUBCLASS:
         return None
-    action = event.get("Action")
-    name = event.get("Conference-Name", "") or ""
-    uuid = event.get("Conference-Unique-ID", "") or ""
+    action = h.get("Action")
+    name = h.get("Conference-Name", "")
+    uuid = h.get("Conference-Unique-ID", "")
     if not action or not uuid:
         return None
     if action == CONFERENCE_CREATE:
-        profile = event.get("Conference-Profile-Name", "") or ""
-        return ConferenceCreated(name, uuid, profile, event_time(event))
+        return ConferenceCreated(name, uuid, h.get("Conference-Profile-Name", ""), event_time(h))
     if action == CONFERENCE_DESTROY:
         return ConferenceDestroyed(name, uuid)
     if action in (LOCK, UNLOCK):
         return LockChanged(name, uuid, action == LOCK)
     if action == FLOOR_CHANGE:
-        new_id = event.get("New-ID") or ""
+        new_id = h.get("New-ID") or ""
         return FloorChanged(name, uuid, int(new_id) if new_id.isdigit() else None)
-    if event.get("Member-ID") is None or not event.get("Unique-ID"):
+    member_id = _int(h.get("Member-ID"))
+    if member_id <= 0 or not h.get("Unique-ID"):
         return None  # play-file-done and other conference-level notices
-    participant = participant_from_headers(event, event.names(), channel_var_prefix)
-    if participant.participant_id <= 0:
-        return None
+    if action not in (ADD_MEMBER, DEL_MEMBER):
+        return MemberFlags(
+            action,
+            uuid,
+            member_id,
+            flags_from_headers(h),
+            lambda: _member_event(action, event, channel_var_prefix),
+        )
+    return _member_event(action, event, channel_var_prefix)
+
+
+def flags_from_headers(h: Headers) -> Dict[str, Any]:
+    """The member flags every member event carries (events.md: they are its current state)."""
+    return {
+        "floor": h.get("Floor") == "true",
+        "hear": h.get("Hear") == "true",
+        "speak": h.get("Speak") == "true",
+        "talking": h.get("Talking") == "true",
+        "mute_detect": h.get("Mute-Detect") == "true",
+        "video": h.get("Video") == "true",
+        "energy_level": _int(h.get("Energy-Level")),
+        "current_energy": _int(h.get("Current-Energy")),
+        "is_moderator": h.get("Member-Type") == "moderator",
+    }
+
+
+def _member_event(action: str, event: Any, prefix: str) -> MemberEvent:
+    participant = participant_from_headers(event, prefix)
     profile = event.get("Conference-Profile-Name", "") or ""
     return MemberEvent(action, participant, profile, participant.join_time)
 
@@ -302,7 +368,7 @@ def channel_data_from_uuid_dump(text: str, prefix: str) -> Optional[ChannelData]
         switch_hostname=values.get("FreeSWITCH-Hostname", ""),
         caller_id_name=name,
         caller_id_number=number,
-        custom_channel_vars=custom_channel_vars(values, values.keys(), prefix),
+        custom_channel_vars=custom_channel_vars(values, prefix),
         channel_presence_id=values.get("Channel-Presence-ID") or values.get("variable_presence_id"),
     )
 

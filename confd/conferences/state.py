@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from confd.conferences import events as ev
@@ -32,7 +32,17 @@ class Update:
 
 
 def _detached(conf: Conference) -> Conference:
-    return replace(conf, participants={})
+    """The conference without its participants: what an Update carries (cheap, on intake)."""
+    return Conference(
+        conf.name, conf.uuid, conf.node, conf.profile, conf.start_time, conf.is_locked
+    )
+
+
+def _clone(p: Participant) -> Participant:
+    """A shallow copy, cheaper than copy.copy() on the intake path."""
+    q = object.__new__(Participant)
+    q.__dict__.update(p.__dict__)
+    return q
 
 
 class LiveState:
@@ -45,6 +55,15 @@ class LiveState:
 
     def apply(self, node: str, change: ev.Change) -> List[Update]:
         confs = self._nodes.setdefault(node, {})
+        if isinstance(change, ev.MemberFlags):
+            conf = confs.get(change.conference_uuid)
+            known = conf.participants.get(change.participant_id) if conf is not None else None
+            if known is None:
+                # A member event about a member we do not know still describes a live member
+                # (its headers are complete), so it is taken as a join.
+                return self._member_event(node, confs, change.full())
+            known.__dict__.update(change.flags)
+            return [Update(change.action, node, _detached(conf), _clone(known))]
         if isinstance(change, ev.MemberEvent):
             return self._member_event(node, confs, change)
         if isinstance(change, ev.ConferenceCreated):
@@ -133,7 +152,7 @@ class LiveState:
             old = conf.participants.pop(new.participant_id, None)
             # The del-member headers hold the member's last state; keep what only we know.
             gone = _merged(old, new) if old is not None else new
-            return [Update(ev.DEL_MEMBER, node, _detached(conf), copy.copy(gone))]
+            return [Update(ev.DEL_MEMBER, node, _detached(conf), _clone(gone))]
         if conf is None:
             # add-member creates the conference if its conference-create was missed.
             conf = self._add_conference(
@@ -153,7 +172,7 @@ class LiveState:
             if new.custom_channel_vars:
                 old.custom_channel_vars = new.custom_channel_vars
             current = old
-        return [Update(change.action, node, _detached(conf), copy.copy(current))]
+        return [Update(change.action, node, _detached(conf), _clone(current))]
 
     def _replace_node(self, node: str, conferences: List[Conference]) -> List[Update]:
         """A resync: replace everything known about ``node`` with the snapshot, keeping what
@@ -191,7 +210,7 @@ class LiveState:
                     merged.join_time = old.join_time
                 conf.participants[mid] = merged
                 if old is None:
-                    updates.append(Update(ev.ADD_MEMBER, node, _detached(conf), copy.copy(merged)))
+                    updates.append(Update(ev.ADD_MEMBER, node, _detached(conf), _clone(merged)))
         return updates
 
     def _channel_data(self, confs: Dict[str, Conference], data: ev.ChannelData) -> None:

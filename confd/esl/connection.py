@@ -216,6 +216,9 @@ class EslConnection:
                     if not self._dispatch(frame):
                         reason = self.close_reason or "disconnect-notice"
                         return
+                # recv() does not yield while data is waiting: during a flood this greenlet
+                # would otherwise starve the command connection and the HTTP server.
+                gevent.sleep(0)
         except p.ProtocolError as exc:
             reason = "protocol error: %s" % exc
         except OSError as exc:

@@ -101,6 +101,7 @@ class NodeSupervisor:
         self._greenlet: Optional[gevent.Greenlet] = None
         self._resync_buffer: Optional[List[p.Frame]] = None
         self._enrich_pool = Pool(max(1, settings.resync_concurrency))
+        self._enricher: Optional[gevent.Greenlet] = None
         self._ran = False
         # Status, for /v2/health and metrics.
         self.connected = False
@@ -230,7 +231,8 @@ class NodeSupervisor:
             n_conf,
             n_part,
         )
-        self._enrich(snapshot)
+        # Off the intake path and off this greenlet: a spawn into a full pool would block.
+        self._enricher = gevent.spawn(self._enrich, snapshot)
         # Run until either connection dies.
         while not events.closed and not commands.closed:
             gevent.wait([events.closed_event, commands.closed_event], count=1)
@@ -243,6 +245,9 @@ class NodeSupervisor:
             if conn is not None:
                 conn.close(reason)
         self._events = self._commands = None
+        if self._enricher is not None:
+            self._enricher.kill(block=False)
+            self._enricher = None
         self._enrich_pool.kill(block=False)
         updates = self._state.drop_node(self.name)
         if updates:
@@ -286,12 +291,12 @@ class NodeSupervisor:
 
     def _take(self, frame: p.Frame) -> None:
         event = p.parse_event(frame)
-        if event.get("Event-Name") == ev.EVENT_HEARTBEAT:
+        h = event.pick(ev.INTAKE_HEADERS)
+        if h.get("Event-Name") == ev.EVENT_HEARTBEAT:
             return
         self.events_in += 1
+        self._on_event_taken(h.get("Action") or h.get("Event-Name") or "")
         change = ev.translate(event, self.settings.channel_var_prefix)
-        action = event.get("Action") or event.get("Event-Name") or ""
-        self._on_event_taken(action)
         if change is not None:
             self._apply(change)
 
@@ -303,6 +308,7 @@ class NodeSupervisor:
     # --- after a resync: channel data json_list does not carry -----------------------------------
 
     def _enrich(self, snapshot: ev.Snapshot) -> None:
+        """``uuid_dump`` every resynced participant, ``resync_concurrency`` at a time."""
         for conf in snapshot.conferences:
             for part in conf.participants.values():
                 if ev.UUID_RE.fullmatch(part.call_id):

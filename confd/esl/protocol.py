@@ -9,9 +9,11 @@ break and split a value).  ``text/event-json`` bodies are JSON objects of string
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 from urllib.parse import quote, unquote
 
 # Content types FreeSWITCH sends (see confd_tests/captures/*.raw).
@@ -79,80 +81,133 @@ def _content_length(headers: Mapping[str, str]) -> int:
 
 
 class FrameParser:
-    """Incremental parser: feed it bytes as they arrive, in any segmentation."""
+    """Incremental parser: feed it bytes as they arrive, in any segmentation.
+
+    Unparsed bytes are copied once per feed, not once per frame; a body that arrives in many
+    pieces is collected as a list and joined once it is complete (no quadratic copying)."""
 
     def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self._max_header = max_header_bytes
         self._pending: Optional[Dict[str, str]] = None  # headers waiting for their body
         self._need = 0
+        self._parts: List[bytes] = []  # pieces of a body still incomplete
+        self._have = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._have
 
     def feed(self, data: bytes) -> List[Frame]:
-        self._buf += data
-        return list(self._drain())
-
-    def _drain(self) -> Iterator[Frame]:
-        buf = self._buf
-        while True:
-            if self._pending is not None:
-                if len(buf) < self._need:
-                    return
-                body = bytes(buf[: self._need])
-                del buf[: self._need]
-                headers, self._pending = self._pending, None
-                yield Frame(headers, body)
-                continue
-            # Blank lines between frames carry nothing (FreeSWITCH never sends them, but a
-            # peer that does must not desynchronise us).
-            start = 0
-            while start < len(buf) and buf[start] == 0x0A:
-                start += 1
-            if start:
-                del buf[:start]
-            end = buf.find(b"\n\n")
-            if end < 0:
-                if len(buf) > self._max_header:
+        if self._pending is not None and self._have + len(data) < self._need:
+            self._parts.append(bytes(data))
+            self._have += len(data)
+            return []
+        if self._parts:
+            buf = b"".join(self._parts) + data
+            self._parts, self._have = [], 0
+        else:
+            buf = self._buf + data if self._buf else bytes(data)
+        frames: List[Frame] = []
+        pos, end_all = 0, len(buf)
+        try:
+            while True:
+                if self._pending is not None:
+                    if end_all - pos < self._need:
+                        break
+                    stop = pos + self._need
+                    frames.append(Frame(self._pending, buf[pos:stop]))
+                    self._pending, pos = None, stop
+                    continue
+                # Blank lines between frames carry nothing (FreeSWITCH never sends them, but a
+                # peer that does must not desynchronise us).
+                while pos < end_all and buf[pos] == 0x0A:
+                    pos += 1
+                end = buf.find(b"\n\n", pos)
+                if end < 0:
+                    if end_all - pos > self._max_header:
+                        raise ProtocolError("header block over %d bytes" % self._max_header)
+                    break
+                if end - pos > self._max_header:
                     raise ProtocolError("header block over %d bytes" % self._max_header)
-                return
-            if end > self._max_header:
-                raise ProtocolError("header block over %d bytes" % self._max_header)
-            headers = _parse_header_block(bytes(buf[:end]))
-            del buf[: end + 2]
-            length = _content_length(headers)
-            if length:
-                self._pending, self._need = headers, length
+                headers = _parse_header_block(buf[pos:end])
+                pos = end + 2
+                length = _content_length(headers)
+                if length:
+                    self._pending, self._need = headers, length
+                else:
+                    frames.append(Frame(headers))
+        finally:
+            rest = buf[pos:] if pos < end_all else b""
+            if self._pending is not None and rest:
+                self._parts, self._have, self._buf = [rest], len(rest), b""
             else:
-                yield Frame(headers)
+                self._buf = rest
+        return frames
+
+
+# The same encoded values come again and again (subclass, host names, caller ids).
+_unquote = functools.lru_cache(maxsize=4096)(unquote)
+_HEADER_LINE = re.compile(r"^([^:\n]+): ?([^\n]*)$", re.M)
+
+
+class HeaderSet:
+    """A fixed set of header names to pick from an event in one pass."""
+
+    def __init__(self, names) -> None:
+        self.names = tuple(names)
+        alternatives = "|".join(re.escape(n) for n in self.names)
+        self.regex = re.compile(r"\n(" + alternatives + r"): ([^\n]*)")
 
 
 class Event:
-    """One FreeSWITCH event; header values are decoded only when asked for."""
+    """One FreeSWITCH event; header values are found and decoded only when asked for.
 
-    __slots__ = ("_raw", "_decoded", "_encoded", "body")
+    A plain event's header block is kept as text and searched per header: an event carries
+    ~80 headers of which confd reads ~20, and FreeSWITCH URL-encodes every value, so a value
+    never contains a line break and ``"\nName: "`` finds exactly its line.  The first
+    occurrence wins, as ``switch_event_get_header()`` does (floor-change and
+    energy-level-member repeat headers: s1_room1_plain.raw)."""
 
-    def __init__(self, raw: Dict[str, str], encoded: bool, body: str = "") -> None:
-        self._raw = raw
-        self._encoded = encoded
-        self._decoded: Dict[str, str] = {}
+    __slots__ = ("_text", "_map", "body", "_picked")
+
+    def __init__(
+        self, text: Optional[str] = None, mapping: Optional[Dict[str, str]] = None, body: str = ""
+    ) -> None:
+        self._text = text  # "\n" + header block + "\n" (plain events)
+        self._map = mapping  # decoded values (json events)
         self.body = body
+        self._picked: Optional[tuple] = None
+
+    def pick(self, wanted: HeaderSet) -> Dict[str, str]:
+        """The decoded values of the ``wanted`` headers present, in one regex pass over the
+        block (cheaper than one search per header when most of them are read)."""
+        if self._map is not None:
+            m = self._map
+            return {n: m[n] for n in wanted.names if n in m}
+        picked = self._picked
+        if picked is not None and picked[0] is wanted:
+            return picked[1]
+        pairs = wanted.regex.findall(self._text)
+        pairs.reverse()  # the first occurrence wins
+        values = dict(pairs)
+        for k, v in values.items():
+            if "%" in v:
+                values[k] = _unquote(v)
+        self._picked = (wanted, values)
+        return values
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        if not self._encoded:
-            return self._raw.get(name, default)
-        try:
-            return self._decoded[name]
-        except KeyError:
-            pass
-        raw = self._raw.get(name)
-        if raw is None:
-            return default
-        value = unquote(raw) if "%" in raw else raw
-        self._decoded[name] = value
-        return value
+        if self._map is not None:
+            return self._map.get(name, default)
+        text = self._text
+        key = "\n" + name + ": "
+        i = text.find(key)
+        if i < 0:
+            return default  # FreeSWITCH writes an empty value as "Name: " (s1: "New-ID: ")
+        i += len(key)
+        raw = text[i : text.find("\n", i)]
+        return _unquote(raw) if "%" in raw else raw
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -161,14 +216,30 @@ class Event:
         return value
 
     def __contains__(self, name: object) -> bool:
-        return name in self._raw
+        return isinstance(name, str) and self.get(name) is not None
+
+    def _pairs(self) -> List[tuple]:
+        return [(k.strip(), v.strip()) for k, v in _HEADER_LINE.findall(self._text or "")]
 
     def names(self) -> List[str]:
-        return list(self._raw)
+        if self._map is not None:
+            return list(self._map)
+        seen: Dict[str, None] = {}
+        for k, _ in self._pairs():
+            seen.setdefault(k, None)
+        return list(seen)
 
     def with_prefix(self, prefix: str) -> Dict[str, str]:
-        """Decoded values of every header whose name starts with ``prefix``."""
-        return {n: self[n] for n in self._raw if n.startswith(prefix)}
+        """Decoded values of every header whose name starts with ``prefix`` (first wins)."""
+        if self._map is not None:
+            return {n: v for n, v in self._map.items() if n.startswith(prefix)}
+        out: Dict[str, str] = {}
+        if "\n" + prefix not in self._text:  # the common case: nothing to scan
+            return out
+        for k, v in self._pairs():
+            if k.startswith(prefix) and k not in out:
+                out[k] = _unquote(v) if "%" in v else v
+        return out
 
     @property
     def name(self) -> str:
@@ -179,7 +250,7 @@ class Event:
         return self.get("Event-Subclass", "") or ""
 
     def as_dict(self) -> Dict[str, str]:
-        return {n: self[n] for n in self._raw}
+        return {n: self[n] for n in self.names()}
 
 
 def parse_event(frame: Frame) -> Event:
@@ -187,11 +258,17 @@ def parse_event(frame: Frame) -> Event:
     ctype = frame.content_type
     if ctype == EVENT_PLAIN:
         head, sep, rest = frame.body.partition(b"\n\n")
-        raw = _parse_header_block(head)
+        text = "\n" + head.decode("utf-8", "replace") + "\n"
+        event = Event(text=text)
         body = ""
-        if sep and "Content-Length" in raw:
-            body = rest[: _content_length(raw)].decode("utf-8", "replace")
-        return Event(raw, encoded=True, body=body)
+        if sep and rest:
+            length = event.get("Content-Length")
+            if length is not None:
+                body = rest[: _content_length({"Content-Length": length})].decode(
+                    "utf-8", "replace"
+                )
+        event.body = body
+        return event
     if ctype == EVENT_JSON:
         try:
             obj = json.loads(frame.body)
@@ -201,7 +278,7 @@ def parse_event(frame: Frame) -> Event:
             raise ProtocolError("event-json body is not an object")
         body = obj.pop("_body", "")
         raw = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}
-        return Event(raw, encoded=False, body=body if isinstance(body, str) else "")
+        return Event(mapping=raw, body=body if isinstance(body, str) else "")
     raise ProtocolError("not an event frame: %r" % ctype)
 
 
