@@ -1,0 +1,266 @@
+"""Pure builders: live state updates -> the JSON events of events.md, routing keys, bindings.
+
+Nothing here does I/O or keeps state; the hub (``confd.events.hub``) decides when to call it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+
+from confd.conferences import events as ev
+from confd.conferences.model import Conference, Participant
+from confd.conferences.state import Update
+
+APP_NAME = "confd"
+EVENT_CATEGORY = "conference"
+PARTICIPANT_EVENT_NAME = "participant_event"
+CONFERENCE_EVENT_NAME = "conference_event"
+# The seed's events carry these words in their own ``routing_key`` field (not the AMQP key).
+PARTICIPANT_ROUTING_WORD = "participant_event"
+CONFERENCE_ROUTING_WORD = "conference_event"
+# Conference-level events put this word where the call id goes (events.md).
+CONFERENCE_CALL_ID = "conference"
+ROUTING_PREFIX = "conference.event"
+WILDCARD = "*"
+# The channel variable (after the prefix, lower-cased) naming an ad-hoc conference's account.
+ACCOUNT_VAR = "account_id"
+
+PARTICIPANT_EVENTS: Tuple[str, ...] = ev.PARTICIPANT_EVENTS
+CONFERENCE_EVENTS: Tuple[str, ...] = ev.CONFERENCE_EVENTS
+# kick-member is conference-level in shape but addressed to the kicked participant's call id.
+PER_PARTICIPANT_CONFERENCE_EVENTS = (ev.KICK_MEMBER,)
+PUBLISHED_EVENTS: FrozenSet[str] = frozenset(PARTICIPANT_EVENTS + CONFERENCE_EVENTS)
+
+# A routing key segment: a FreeSWITCH conference name or a call id. The command builder allows
+# [A-Za-z0-9_.@-] in names; a dot would split a routing key, so bindings refuse it.
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_@:-]{1,128}")
+
+
+def new_msg_id() -> str:
+    """16 hex characters, as the seed's ``msg_id``."""
+    return secrets.token_hex(8)
+
+
+def routing_key(conference_id: str, call_id: str) -> str:
+    return "%s.%s.%s" % (ROUTING_PREFIX, conference_id, call_id)
+
+
+def event_filter(allowed: Optional[Iterable[str]]) -> FrozenSet[str]:
+    """The set of event names to publish: config ``events.publish_participant_event``
+    (None = every participant and conference-level event)."""
+    if allowed is None:
+        return PUBLISHED_EVENTS
+    return frozenset(allowed) & PUBLISHED_EVENTS
+
+
+@dataclass
+class Published:
+    """One event ready to go out: its AMQP routing key, its body, and what scoping needs."""
+
+    name: str  # the Action (add-member, lock, ...)
+    conference_id: str
+    call_id: str  # or CONFERENCE_CALL_ID
+    routing_key: str
+    data: Dict[str, Any]
+    # ``<prefix>Account-ID`` seen on the conference's members: the account of an ad-hoc
+    # conference (api.md), used only when no conference document has this id.
+    account_hint: Optional[str] = None
+    _json: Optional[str] = field(default=None, repr=False)
+
+    def json(self) -> str:
+        """The body, serialised once however many clients receive it."""
+        if self._json is None:
+            self._json = json.dumps(self.data, separators=(",", ":"))
+        return self._json
+
+
+def _envelope(node: str, app_version: str, msg_id: str, word: str, event_name: str) -> dict:
+    return {
+        "node": node,
+        "msg_id": msg_id,
+        "event_name": event_name,
+        "event_category": EVENT_CATEGORY,
+        "app_version": app_version,
+        "app_name": APP_NAME,
+        "routing_key": word,
+    }
+
+
+def participant_event(
+    event: str,
+    conference: Conference,
+    participant: Participant,
+    *,
+    focus: str,
+    node: str,
+    app_version: str,
+    msg_id: str,
+) -> Dict[str, Any]:
+    """The seed's participant event, keys in the seed's order."""
+    p = participant
+    data: Dict[str, Any] = {
+        "custom_channel_vars": dict(p.custom_channel_vars),
+        "channel_presence_id": p.channel_presence_id,
+        "caller_id_number": p.caller_id_number,
+        "caller_id_name": p.caller_id_name,
+        "mute_detect": p.mute_detect,
+        "video": p.video,
+        "energy_level": p.energy_level,
+        "current_energy": p.current_energy,
+        "talking": p.talking,
+        "speak": p.speak,
+        "hear": p.hear,
+        "floor": p.floor,
+        "participant_id": p.participant_id,
+        "instance_id": conference.uuid or p.conference_uuid,
+        "conference_id": conference.name or p.conference_name,
+        "focus": focus,
+        "call_id": p.call_id,
+        "event": event,
+    }
+    data.update(
+        _envelope(node, app_version, msg_id, PARTICIPANT_ROUTING_WORD, PARTICIPANT_EVENT_NAME)
+    )
+    return data
+
+
+def conference_event(
+    event: str,
+    conference: Conference,
+    *,
+    members: int,
+    admins: int,
+    focus: str,
+    node: str,
+    app_version: str,
+    msg_id: str,
+    participant: Optional[Participant] = None,
+) -> Dict[str, Any]:
+    """A conference-level event (lock, unlock, conference-create/-destroy, kick-member).
+    kick-member also names the kicked participant (``call_id``, ``participant_id``)."""
+    data: Dict[str, Any] = {
+        "conference_id": conference.name,
+        "instance_id": conference.uuid,
+        "focus": focus,
+        "event": event,
+        "is_locked": conference.is_locked,
+        "members": members,
+        "admins": admins,
+    }
+    if participant is not None:
+        data["call_id"] = participant.call_id
+        data["participant_id"] = participant.participant_id
+    data.update(
+        _envelope(node, app_version, msg_id, CONFERENCE_ROUTING_WORD, CONFERENCE_EVENT_NAME)
+    )
+    return data
+
+
+def focus_of(update: Update, known_hostname: Optional[str] = None) -> str:
+    """FreeSWITCH-Switchname of the node: the participant's hostname when the update has one,
+    else one learned from the node's earlier events, else the node's configured name."""
+    if update.participant is not None and update.participant.switch_hostname:
+        return update.participant.switch_hostname
+    return known_hostname or update.node
+
+
+def build(
+    update: Update,
+    *,
+    node: str,
+    app_version: str,
+    msg_id: str,
+    focus: str,
+    counts: Tuple[int, int] = (0, 0),
+    account_hint: Optional[str] = None,
+) -> Optional[Published]:
+    """The event for one update, or None when the update is not a published kind (or is a
+    participant event without its participant)."""
+    conf = update.conference
+    name = update.event
+    if name in PARTICIPANT_EVENTS:
+        p = update.participant
+        if p is None:
+            return None
+        data = participant_event(
+            name, conf, p, focus=focus, node=node, app_version=app_version, msg_id=msg_id
+        )
+        hint = p.custom_channel_vars.get(ACCOUNT_VAR) or account_hint
+        conf_id = data["conference_id"]
+        return Published(name, conf_id, p.call_id, routing_key(conf_id, p.call_id), data, hint)
+    if name in CONFERENCE_EVENTS:
+        p = update.participant if name in PER_PARTICIPANT_CONFERENCE_EVENTS else None
+        if name in PER_PARTICIPANT_CONFERENCE_EVENTS and p is None:
+            return None
+        members, admins = counts
+        data = conference_event(
+            name,
+            conf,
+            members=members,
+            admins=admins,
+            focus=focus,
+            node=node,
+            app_version=app_version,
+            msg_id=msg_id,
+            participant=p,
+        )
+        hint = (p.custom_channel_vars.get(ACCOUNT_VAR) if p else None) or account_hint
+        call_id = p.call_id if p is not None else CONFERENCE_CALL_ID
+        return Published(name, conf.name, call_id, routing_key(conf.name, call_id), data, hint)
+    return None
+
+
+# --- websocket bindings ----------------------------------------------------------------------
+
+
+class BindingError(ValueError):
+    """A binding that is not ``conference.event.{conference_id|*}.{call_id|*}``."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    text: str
+    conference_id: Optional[str]  # None = any
+    call_id: Optional[str]  # None = any
+
+    def matches(self, conference_id: str, call_id: str) -> bool:
+        return (self.conference_id is None or self.conference_id == conference_id) and (
+            self.call_id is None or self.call_id == call_id
+        )
+
+
+def parse_binding(text: Any) -> Binding:
+    """``conference.event.*.*``, ``conference.event.{id}.*``, ``conference.event.{id}.{call}``
+    (``{call}`` may be ``conference`` for the conference-level events)."""
+    if not isinstance(text, str):
+        raise BindingError("a binding must be a string")
+    parts = text.split(".")
+    if len(parts) != 4 or ".".join(parts[:2]) != ROUTING_PREFIX:
+        raise BindingError(
+            "invalid binding %r: expected conference.event.{conference_id|*}.{call_id|*}"
+            % text[:200]
+        )
+    conf, call = parts[2], parts[3]
+    for seg in (conf, call):
+        if seg != WILDCARD and not _SEGMENT_RE.fullmatch(seg):
+            raise BindingError("invalid binding %r: bad segment %r" % (text[:200], seg[:130]))
+    if conf == WILDCARD and call != WILDCARD:
+        raise BindingError("invalid binding %r: a call id needs a conference id" % text[:200])
+    return Binding(text, None if conf == WILDCARD else conf, None if call == WILDCARD else call)
+
+
+def parse_bindings(data: Dict[str, Any]) -> List[Binding]:
+    """The ``binding`` or ``bindings`` of a subscribe/unsubscribe message's ``data``."""
+    if "bindings" in data:
+        raw = data["bindings"]
+        if not isinstance(raw, list) or not raw:
+            raise BindingError("bindings must be a non-empty list of strings")
+    elif "binding" in data:
+        raw = [data["binding"]]
+    else:
+        raise BindingError("binding or bindings is required")
+    return [parse_binding(b) for b in raw]

@@ -1,0 +1,446 @@
+"""``GET /v2/websocket`` end to end: ``confd run`` in a subprocess, the fake FreeSWITCH in a
+thread of this process, clients with websocket-client (blocking, real sockets)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+import websocket
+
+from confd_tests.events.conftest import http
+
+PARTICIPANT_KEYS = {
+    "custom_channel_vars", "channel_presence_id", "caller_id_number", "caller_id_name",
+    "mute_detect", "video", "energy_level", "current_energy", "talking", "speak", "hear",
+    "floor", "participant_id", "instance_id", "conference_id", "focus", "call_id", "event",
+    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
+}  # fmt: skip
+CONFERENCE_KEYS = {
+    "conference_id", "instance_id", "focus", "event", "is_locked", "members", "admins",
+    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
+}  # fmt: skip
+FRAME_KEYS = {"action", "subscribed_key", "subscription_key", "name", "routing_key", "data"}
+ALL = "conference.event.*.*"
+
+
+class Client:
+    """A websocket-client connection that sorts replies from events."""
+
+    def __init__(self, url: str, **kw):
+        self.ws = websocket.create_connection(url, timeout=kw.pop("timeout", 5), **kw)
+        self.events: list = []
+        self._n = 0
+
+    def frame(self, timeout: float = 5.0):
+        """("text", obj) or ("close", code, reason)."""
+        self.ws.settimeout(timeout)
+        opcode, frame = self.ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
+            return ("close", code, frame.data[2:].decode())
+        if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+            return self.frame(timeout)
+        return ("text", json.loads(frame.data))
+
+    def request(self, action: str, **fields):
+        self._n += 1
+        rid = "r%d" % self._n
+        msg = {"action": action, "request_id": rid}
+        msg.update(fields)
+        self.ws.send(json.dumps(msg))
+        return self.reply(rid)
+
+    def reply(self, rid):
+        while True:
+            got = self.frame()
+            assert got[0] == "text", got
+            obj = got[1]
+            if obj.get("action") == "reply" and obj.get("request_id") == rid:
+                return obj
+            self.events.append(obj)
+
+    def subscribe(self, token, account_id, binding=ALL, **kw):
+        data = {"account_id": account_id}
+        data["bindings" if isinstance(binding, list) else "binding"] = binding
+        return self.request("subscribe", auth_token=token, data=data, **kw)
+
+    def sync(self):
+        """Every event published before this call has been received (a ping round trip after
+        a short pause: confd's intake to the sender is asynchronous)."""
+        time.sleep(0.3)
+        assert self.request("ping")["status"] == "success"
+        out, self.events = self.events, []
+        return out
+
+    def collect(self, n: int, timeout: float = 10.0):
+        """Exactly the next ``n`` events (then a sync shows nothing more came)."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) < n:
+            kind, *rest = self.frame(max(0.1, deadline - time.monotonic()))
+            assert kind == "text", rest
+            if rest[0].get("action") == "event":
+                self.events.append(rest[0])
+        out, self.events = self.events[:n], self.events[n:]
+        return out
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def setup(confd, fake_fs):
+    """A confd, two accounts with a token each and a conference document each."""
+    state = {}
+
+    def make(config=None):
+        c = confd(config)
+        store = c.store
+        for name in ("a", "b"):
+            acct, _ = store.accounts.create_account(name)
+            state[name] = acct["id"]
+            state[name + "_token"] = store.accounts.issue_token(acct["id"], 3600)
+            state[name + "_conf"] = store.conferences.create(acct["id"], {"name": name}).id
+        admin, _ = store.accounts.create_account("root", admin=True)
+        state["admin"] = admin["id"]
+        state["admin_token"] = store.accounts.issue_token(admin["id"], 3600)
+        state["confd"] = c
+        state["clients"] = []
+        return state
+
+    yield make
+    for client in state.get("clients", ()):
+        client.close()
+
+
+def client(s, **kw):
+    c = Client(s["confd"].ws_url, **kw)
+    s["clients"].append(c)
+    return c
+
+
+def join(fake_fs, conf, name="Alice", **kw):
+    return fake_fs.model("join", conf, caller_id_name=name, caller_id_number="1001", **kw)
+
+
+def conf_cmd(fake_fs, conf, text):
+    return fake_fs.model("api", "conference %s %s" % (conf, text))
+
+
+def test_subscribe_and_every_event_with_exact_fields(setup, fake_fs):
+    s = setup()
+    a, conf = s["a"], s["a_conf"]
+    c = client(s)
+    r = c.subscribe(s["a_token"], a)
+    assert r == {
+        "action": "reply",
+        "request_id": "r1",
+        "status": "success",
+        "data": {"subscribed": [ALL]},
+    }
+    mid = join(fake_fs, conf, channel_vars={"ecallmgr_Owner-ID": "o1", "presence_id": "x@y"})
+    fake_fs.model("set_talking", mid, True)
+    fake_fs.model("set_talking", mid, False)
+    for cmd in ("mute", "unmute", "deaf", "undeaf"):
+        conf_cmd(fake_fs, conf, "%s %d" % (cmd, mid))
+    conf_cmd(fake_fs, conf, "lock")
+    conf_cmd(fake_fs, conf, "unlock")
+    conf_cmd(fake_fs, conf, "kick %d" % mid)
+    events = c.collect(13)
+    assert c.sync() == []
+    names = [e["name"] for e in events]
+    assert names == [
+        "conference-create", "add-member", "start-talking", "stop-talking", "mute-member",
+        "unmute-member", "deaf-member", "undeaf-member", "lock", "unlock", "kick-member",
+        "del-member", "conference-destroy",
+    ]  # fmt: skip
+    call_id = events[1]["data"]["call_id"]
+    for e in events:
+        assert set(e) == FRAME_KEYS
+        assert e["action"] == "event"
+        assert e["subscribed_key"] == e["subscription_key"] == ALL
+        d = e["data"]
+        assert d["event"] == e["name"]
+        assert d["conference_id"] == conf and len(d["msg_id"]) == 16
+        assert d["app_name"] == "confd" and d["event_category"] == "conference"
+        if e["name"] in ("conference-create", "lock", "unlock", "conference-destroy"):
+            assert set(d) == CONFERENCE_KEYS
+            assert e["routing_key"] == "conference.event.%s.conference" % conf
+            assert d["event_name"] == "conference_event"
+            assert d["routing_key"] == "conference_event"
+        elif e["name"] == "kick-member":
+            assert set(d) == CONFERENCE_KEYS | {"call_id", "participant_id"}
+            assert e["routing_key"] == "conference.event.%s.%s" % (conf, call_id)
+        else:
+            assert set(d) == PARTICIPANT_KEYS
+            assert e["routing_key"] == "conference.event.%s.%s" % (conf, call_id)
+            assert d["event_name"] == "participant_event"
+            assert d["routing_key"] == "participant_event"
+            assert d["custom_channel_vars"] == {"owner_id": "o1"}
+            assert d["channel_presence_id"] == "x@y"
+            assert d["focus"] == "fs-sim"
+            assert (d["caller_id_name"], d["participant_id"]) == ("Alice", mid)
+    by = {e["name"]: e["data"] for e in events}
+    assert by["start-talking"]["talking"] is True and by["stop-talking"]["talking"] is False
+    assert by["mute-member"]["speak"] is False and by["unmute-member"]["speak"] is True
+    assert by["deaf-member"]["hear"] is False and by["undeaf-member"]["hear"] is True
+    assert by["lock"]["is_locked"] is True and by["unlock"]["is_locked"] is False
+    assert (by["lock"]["members"], by["lock"]["admins"]) == (1, 0)
+    assert by["conference-destroy"]["members"] == 0
+
+
+def test_wildcard_and_exact_bindings_and_unsubscribe(setup, fake_fs):
+    s = setup()
+    a, conf = s["a"], s["a_conf"]
+    other = s["b_conf"]
+    # A second document of account a.
+    conf2 = s["confd"].store.conferences.create(a, {"name": "second"}).id
+    whole = client(s)
+    exact = client(s)
+    assert whole.subscribe(s["a_token"], a, "conference.event.%s.*" % conf)["status"] == "success"
+    m1 = join(fake_fs, conf, "Alice")
+    m2 = join(fake_fs, conf, "Bob")
+    join(fake_fs, conf2, "Carol")
+    join(fake_fs, other, "Dave")  # account b's
+    first = whole.sync()
+    call1 = [e for e in first if e["name"] == "add-member"][0]["data"]["call_id"]
+    assert {e["data"]["conference_id"] for e in first} == {conf}
+    assert [e["name"] for e in first] == ["conference-create", "add-member", "add-member"]
+    r = exact.subscribe(
+        s["a_token"],
+        a,
+        ["conference.event.%s.%s" % (conf, call1), "conference.event.%s.conference" % conf2],
+    )
+    assert sorted(r["data"]["subscribed"]) == sorted(
+        ["conference.event.%s.%s" % (conf, call1), "conference.event.%s.conference" % conf2]
+    )
+    conf_cmd(fake_fs, conf, "mute %d" % m1)
+    conf_cmd(fake_fs, conf, "mute %d" % m2)
+    conf_cmd(fake_fs, conf2, "lock")
+    got = exact.sync()
+    assert [(e["name"], e["subscribed_key"]) for e in got] == [
+        ("mute-member", "conference.event.%s.%s" % (conf, call1)),
+        ("lock", "conference.event.%s.conference" % conf2),
+    ]
+    assert [e["name"] for e in whole.sync()] == ["mute-member", "mute-member"]
+    r = whole.request(
+        "unsubscribe",
+        auth_token=s["a_token"],
+        data={"account_id": a, "binding": "conference.event.%s.*" % conf},
+    )
+    assert r["status"] == "success"
+    assert r["data"] == {"unsubscribed": ["conference.event.%s.*" % conf], "subscribed": []}
+    conf_cmd(fake_fs, conf, "unmute %d" % m1)
+    assert whole.sync() == []
+    assert [e["name"] for e in exact.sync()] == ["unmute-member"]
+
+
+def test_filter_config(setup, fake_fs):
+    s = setup({"events": {"publish_participant_event": ["add-member", "lock"]}})
+    c = client(s)
+    c.subscribe(s["a_token"], s["a"])
+    mid = join(fake_fs, s["a_conf"])
+    conf_cmd(fake_fs, s["a_conf"], "mute %d" % mid)
+    conf_cmd(fake_fs, s["a_conf"], "lock")
+    fake_fs.model("leave", mid)
+    assert [e["name"] for e in c.sync()] == ["add-member", "lock"]
+
+
+def test_accounts_are_scoped(setup, fake_fs):
+    s = setup()
+    a, b = client(s), client(s)
+    a.subscribe(s["a_token"], s["a"])
+    b.subscribe(s["b_token"], s["b"])
+    join(fake_fs, s["a_conf"], "Alice")
+    join(fake_fs, s["b_conf"], "Bob")
+    # An ad-hoc conference (no document) belongs to the members' Account-ID variable.
+    join(fake_fs, "adhoc1", "Carol", channel_vars={"ecallmgr_Account-ID": s["b"]})
+    # A document's owner wins over a member's variable naming another account.
+    join(fake_fs, s["a_conf"], "Eve", channel_vars={"ecallmgr_Account-ID": s["b"]})
+    join(fake_fs, "nobodys", "Zed")  # no document, no variable: admin only
+    got_a, got_b = a.sync(), b.sync()
+    assert {e["data"]["conference_id"] for e in got_a} == {s["a_conf"]}
+    assert [e["data"]["caller_id_name"] for e in got_a if e["name"] == "add-member"] == [
+        "Alice",
+        "Eve",
+    ]
+    assert {e["data"]["conference_id"] for e in got_b} == {s["b_conf"], "adhoc1"}
+    assert ("conference-create", "adhoc1") in {
+        (e["name"], e["data"]["conference_id"]) for e in got_b
+    }
+
+
+def test_other_accounts_token_refused(setup, fake_fs):
+    s = setup()
+    c = client(s)
+    r = c.subscribe(s["b_token"], s["a"])
+    assert r["status"] == "error" and r["request_id"] == "r1"
+    assert "forbidden" in r["data"]["errors"][0]
+    for token in ("bogus", None, 5):
+        r = c.subscribe(token, s["a"])
+        assert r["status"] == "error" and r["data"]["errors"] == ["invalid credentials"]
+    join(fake_fs, s["a_conf"])
+    assert c.sync() == []
+
+
+def test_admin_token(setup, fake_fs):
+    s = setup()
+    for_a, everything = client(s), client(s)
+    assert for_a.subscribe(s["admin_token"], s["a"])["status"] == "success"
+    assert everything.subscribe(s["admin_token"], s["admin"])["status"] == "success"
+    unknown = for_a.subscribe(s["admin_token"], "f" * 32)
+    assert unknown["status"] == "error" and "unknown account" in unknown["data"]["errors"][0]
+    join(fake_fs, s["a_conf"])
+    join(fake_fs, s["b_conf"])
+    join(fake_fs, "nobodys")
+    assert {e["data"]["conference_id"] for e in for_a.sync()} == {s["a_conf"]}
+    assert {e["data"]["conference_id"] for e in everything.sync()} == {
+        s["a_conf"],
+        s["b_conf"],
+        "nobodys",
+    }
+
+
+def test_expired_token_ends_the_subscription(setup, fake_fs):
+    s = setup()
+    token = s["confd"].store.accounts.issue_token(s["a"], 2)
+    c = client(s)
+    assert c.subscribe(token, s["a"])["status"] == "success"
+    join(fake_fs, s["a_conf"])
+    t0 = time.monotonic()
+    frames = [c.frame(timeout=6)]
+    while frames[-1][0] != "close":
+        frames.append(c.frame(timeout=6))
+    assert time.monotonic() - t0 < 4
+    notices = [f[1] for f in frames if f[0] == "text" and f[1]["action"] == "error"]
+    assert notices and notices[0]["data"]["errors"] == ["auth token expired"]
+    assert notices[0]["data"]["bindings"] == [ALL]
+    assert frames[-1][1] == 1008
+
+
+@pytest.mark.parametrize(
+    "raw,error",
+    [
+        ("not json", "message is not valid JSON"),
+        ("[1, 2]", "message must be a JSON object"),
+        ('{"action": "frobnicate", "request_id": "x"}', "unknown action"),
+        ('{"request_id": "x"}', "unknown action"),
+        ('{"action": "subscribe", "request_id": "x"}', "data must be an object"),
+        ('{"action": "subscribe", "request_id": "x", "data": {}}', "binding or bindings"),
+        (
+            '{"action": "subscribe", "request_id": "x", "data": {"binding": "conference.*"}}',
+            "invalid binding",
+        ),
+    ],
+)
+def test_malformed_messages_get_error_replies(setup, raw, error):
+    s = setup()
+    c = client(s)
+    c.ws.send(raw)
+    kind, obj = c.frame()
+    assert kind == "text" and obj["action"] == "reply" and obj["status"] == "error"
+    assert obj["request_id"] == (None if "request_id" not in raw else "x")
+    assert error in obj["data"]["errors"][0]
+    assert c.request("ping")["data"] == {"response": "pong"}  # still open
+
+
+def test_oversized_message_closes_1009(setup):
+    s = setup()
+    c = client(s)
+    c.ws.send(json.dumps({"action": "ping", "pad": "x" * (65 * 1024)}))
+    got = c.frame()
+    assert got[0] == "close" and got[1] == 1009
+
+
+def test_not_a_websocket_request(setup):
+    s = setup()
+    status, body = http("GET", s["confd"].base + "/v2/websocket")
+    assert status == 400 and body["message"] == "websocket_upgrade_required"
+    # Everything else still reaches the API.
+    assert s["confd"].health()[0] == 200
+
+
+def test_node_loss_publishes_del_member(setup, fake_fs):
+    s = setup()
+    c = client(s)
+    c.subscribe(s["a_token"], s["a"])
+    join(fake_fs, s["a_conf"], "Alice")
+    join(fake_fs, s["a_conf"], "Bob")
+    c.sync()
+    fake_fs.call(lambda: fake_fs.fake.restart())
+    got = c.collect(2)
+    assert sorted((e["name"], e["data"]["caller_id_name"]) for e in got) == [
+        ("del-member", "Alice"),
+        ("del-member", "Bob"),
+    ]
+
+
+def test_slow_client_dropped_intake_keeps_pace(setup, fake_fs):
+    # The bound must exceed the largest burst intake takes in without yielding: the fake sends
+    # bursts of BURST events, the slow client's socket fills long before TOTAL events.
+    s = setup({"events": {"subscriber_queue": 100}})
+    conf = s["a_conf"]
+    slow = client(s, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    slow.subscribe(s["a_token"], s["a"])
+    fast = client(s)
+    fast.subscribe(s["a_token"], s["a"])
+    mid = join(fake_fs, conf)
+    fast.sync()
+
+    total, burst_size = 6000, 20
+    received = []
+    closed = []
+
+    def read_fast():
+        while len(received) < total:
+            got = fast.frame(timeout=20)
+            if got[0] != "text":
+                closed.append(got)
+                return
+            if got[1].get("action") == "event":
+                received.append(got[1]["name"])
+
+    reader = threading.Thread(target=read_fast, daemon=True)
+    reader.start()
+
+    def burst(n):
+        m = fake_fs.fake.model
+        for i in range(n):
+            m.set_talking(mid, i % 2 == 0)
+
+    health_times = []
+    t_start = time.monotonic()
+    for i in range(total // burst_size):
+        fake_fs.call(burst, burst_size)
+        time.sleep(0.005)  # about 3,000 events/s: what this test's Python reader keeps up with
+        if i % 25 == 0:
+            t0 = time.monotonic()
+            assert s["confd"].health()[0] == 200
+            health_times.append(time.monotonic() - t0)
+    reader.join(30)
+    assert closed == [], len(received)
+    assert len(received) == total  # the other client got every event
+    assert max(health_times) < 1.0
+    assert time.monotonic() - t_start < 30
+    metrics = urllib.request.urlopen(s["confd"].base + "/metrics", timeout=5).read().decode()
+    assert 'confd_queue_drops_total{queue="websocket"} 1.0' in metrics
+    assert 'confd_websocket_closes_total{code="1013"} 1.0' in metrics
+    # The slow client, when it finally reads: part of the events, then the socket ends.
+    frames = []
+    try:
+        while True:
+            frames.append(slow.frame(timeout=5))
+            if frames[-1][0] == "close":
+                break
+    except (websocket.WebSocketConnectionClosedException, OSError):
+        pass
+    events = [f for f in frames if f[0] == "text" and f[1]["action"] == "event"]
+    assert len(events) < total
