@@ -136,18 +136,8 @@ class Authorizer:
 
     def expiry(self, token: str) -> Optional[float]:
         """When the token expires (Unix time), or None when the store cannot say."""
-        lookup = getattr(self._store.accounts, "token_expiry", None)
         try:
-            if lookup is not None:
-                return lookup(token)
-            # AccountService has no accessor for a token's expiry yet; read the row.
-            from confd.store.accounts import secret_hash
-            from confd.store.db import db_session
-
-            tok = self._store.models.token
-            with db_session(self._store.db):
-                row = tok.get_or_none(tok.token_hash == secret_hash(token))
-            return float(row.expires_at) if row is not None else None
+            return self._store.accounts.token_expiry(token)
         except Exception as exc:  # noqa: BLE001 - then the periodic re-check decides
             log.debug("websocket: token expiry unknown: %s", exc)
             return None

@@ -164,6 +164,13 @@ class AccountService:
                 raise InvalidCredentials()
             return self._account_dict(row.account)
 
+    def token_expiry(self, token: str) -> float | None:
+        """When a token expires (Unix time), or None for an unknown token."""
+        tok = self._m.token
+        with db_session(self._db):
+            row = tok.get_or_none(tok.token_hash == secret_hash(token))
+        return float(row.expires_at) if row is not None else None
+
     def revoke_token(self, token: str) -> None:
         """Forget a token (no error if it is unknown)."""
         tok = self._m.token

@@ -161,3 +161,10 @@ def test_accounts_and_tokens_survive_reopening(database_url, clock):
         assert second.accounts.list_accounts() == [account]
     finally:
         second.close()
+
+
+def test_token_expiry_is_reported(store, clock):
+    account, _ = store.accounts.create_account("acme")
+    token = store.accounts.issue_token(account["id"], ttl=60)
+    assert store.accounts.token_expiry(token) == clock() + 60
+    assert store.accounts.token_expiry("f" * 64) is None
