@@ -1,4 +1,4 @@
-"""The ``confd`` command line: ``run`` (default), ``check-config``, ``demo``.
+"""The ``confd`` command line: ``run`` (default), ``check-config``, ``demo``, ``accounts``.
 
 Each subcommand is registered by one ``_register_*`` function listed in ``_REGISTRARS``; it adds
 its subparser (``_add_command`` gives it ``--config``) and names its handler.  A handler is
@@ -80,6 +80,78 @@ def _cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     return run_demo(cfg, port=args.port)
 
 
+# --- accounts (operations.md: create and list print JSON, rotate-key the new key) ---------------
+
+EXIT_ACCOUNTS_ERROR = 1  # unknown account, database unreachable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from confd.store import Store
+
+
+def _open_store(cfg: Config) -> Store:
+    from confd.store import Store
+
+    return Store.from_url(cfg.database.url)
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(value) + "\n")
+
+
+def _accounts_command(run: Callable[[argparse.Namespace, Store], object]) -> Handler:
+    """Wrap an accounts action: open the store, print its JSON, map store errors to exits."""
+
+    def handler(args: argparse.Namespace, cfg: Config) -> int:
+        from confd.store import NotFound, StoreError
+
+        try:
+            store = _open_store(cfg)
+        except (StoreError, ValueError) as exc:
+            sys.stderr.write(f"{PROG}: cannot open the database: {exc}\n")
+            return EXIT_ACCOUNTS_ERROR
+        try:
+            result = run(args, store)
+            if isinstance(result, str):
+                sys.stdout.write(result + "\n")  # rotate-key: the bare new key
+            else:
+                _print_json(result)
+        except NotFound as exc:
+            sys.stderr.write(f"{PROG}: no such account: {exc.cause}\n")
+            return EXIT_ACCOUNTS_ERROR
+        except ValueError as exc:
+            sys.stderr.write(f"{PROG}: {exc}\n")
+            return EXIT_CONFIG_ERROR
+        except StoreError as exc:
+            sys.stderr.write(f"{PROG}: {exc}\n")
+            return EXIT_ACCOUNTS_ERROR
+        finally:
+            store.close()
+        return EXIT_OK
+
+    return handler
+
+
+def _accounts_create(args: argparse.Namespace, store: Store) -> object:
+    account, api_key = store.accounts.create_account(args.name, admin=args.admin)
+    return {
+        "id": account["id"],
+        "name": account["name"],
+        "api_key": api_key,
+        "admin": account["admin"],
+    }
+
+
+def _accounts_list(args: argparse.Namespace, store: Store) -> object:
+    return store.accounts.list_accounts()
+
+
+def _accounts_rotate_key(args: argparse.Namespace, store: Store) -> object:
+    # operations.md: "prints a new api key" -- the key alone, so a script can take it as is.
+    return store.accounts.rotate_key(args.account_id)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -131,10 +203,39 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     parser.add_argument("--port", type=int, default=None, metavar="N", help="HTTP port")
 
 
+def _register_accounts(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = subparsers.add_parser(
+        "accounts",
+        help="manage API accounts (create, list, rotate-key)",
+        description="Manage API accounts in the database named by the config's database.url.",
+    )
+    add_config_option(group)
+    leaves = group.add_subparsers(dest="accounts_command", metavar="SUBCOMMAND")
+    create = _add_command(
+        leaves,
+        "create",
+        _accounts_command(_accounts_create),
+        "create an account; prints its id and api key (shown only this once) as JSON",
+    )
+    create.add_argument("--name", required=True, help="account name")
+    create.add_argument("--admin", action="store_true", help="its tokens work for every account")
+    _add_command(
+        leaves, "list", _accounts_command(_accounts_list), "print the accounts as JSON (no keys)"
+    )
+    rotate = _add_command(
+        leaves,
+        "rotate-key",
+        _accounts_command(_accounts_rotate_key),
+        "give the account a new api key (printed as JSON); the old key and its tokens stop working",
+    )
+    rotate.add_argument("account_id", metavar="ACCOUNT_ID")
+
+
 _REGISTRARS: Sequence[Callable[[argparse._SubParsersAction], None]] = (  # type: ignore[type-arg]
     _register_run,
     _register_check_config,
     _register_demo,
+    _register_accounts,
 )
 
 

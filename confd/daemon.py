@@ -96,6 +96,7 @@ class Daemon:
             version=confd.__version__,
             node_name=self.instance_name,
             health=lambda: [n.status() for n in self.nodes],
+            health_extra=self._health_extra,
             observe_request=self.metrics.request,
             metrics_text=self.metrics.render,
             store=self.store,
@@ -118,6 +119,9 @@ class Daemon:
         self._stopped = Event()
         self._failed: Optional[str] = None
         self._greenlets: List[gevent.Greenlet] = []
+
+    def _health_extra(self) -> dict:
+        return {"amqp": self.amqp.status()} if self.amqp is not None else {}
 
     def _publish(self, updates: List[Update]) -> None:
         """Hook for the event hub: called on the intake path, must never block."""

@@ -13,11 +13,15 @@ from werkzeug.exceptions import HTTPException
 
 from confd.http import envelope
 from confd.http import errors as e
+from confd.http.body import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# app.extensions key of the conference document defaults (what an ad-hoc conference shows).
+DEFAULTS_EXTENSION = "confd.conference_defaults"
+UNMATCHED_ROUTE = "unmatched"  # metrics label of requests no rule matched (bounded cardinality)
 
 
 @dataclass
@@ -27,6 +31,7 @@ class ApiContext:
     version: str
     node_name: str
     health: Callable[[], List[Dict[str, Any]]]
+    health_extra: Callable[[], Dict[str, Any]] = dict
     observe_request: Callable[[str, str, int], None] = lambda route, method, status: None
     metrics_text: Optional[Callable[[], tuple]] = None
     store: Any = None  # confd.store.Store
@@ -39,7 +44,7 @@ class ApiContext:
 
 def render(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:
     resp = Response(json.dumps(body), status=status, mimetype="application/json")
-    resp.headers["X-Request-ID"] = body.get("request_id") or ""
+    resp.headers[REQUEST_ID_HEADER] = body.get("request_id") or ""
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -74,30 +79,35 @@ def error_response(status: int, message: str, data: Any) -> Response:
 
 
 def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask:
-    from confd.http import health
+    """The API: health and metrics, api_auth, conferences, participants, the OpenAPI document,
+    plus any extra ``blueprints`` (e.g. the websocket endpoint)."""
+    from confd.http import auth, conferences, health, openapi, participants
+    from confd.store.schema import ConferenceSchema
 
     app = Flask("confd")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[DEFAULTS_EXTENSION] = ConferenceSchema().with_defaults({})
 
     @app.before_request
     def _start() -> None:
         g.ctx = ctx
-        rid = request.headers.get("X-Request-ID", "")
+        rid = request.headers.get(REQUEST_ID_HEADER, "")
         g.request_id = rid if REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
             raise e.RequestTooLarge({"message": "body over %d bytes" % MAX_BODY_BYTES})
 
+    app.before_request(auth.authorize)
+
     @app.after_request
     def _observe(resp: Response) -> Response:
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        # The rule pattern, never the raw path: label values stay a small, fixed set.
+        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
         ctx.observe_request(rule, request.method, resp.status_code)
+        if REQUEST_ID_HEADER not in resp.headers and g.get("request_id"):
+            resp.headers[REQUEST_ID_HEADER] = g.request_id
         return resp
-
-    @app.errorhandler(e.ApiError)
-    def _api_error(exc: e.ApiError) -> Response:
-        return error_response(exc.status, exc.message, exc.data)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -111,13 +121,22 @@ def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask
         return error_response(code, exc.name.lower().replace(" ", "_"), {"message": exc.name})
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
+    def _error(exc: Exception) -> Response:
+        """The one place an error becomes an envelope: ApiErrors as they are, store and
+        conference-control errors through ``errors.translate``, anything else a logged 500."""
+        api_error = e.translate(exc)
+        if api_error is not None:
+            return error_response(api_error.status, api_error.message, api_error.data)
         rid = g.get("request_id") or uuid.uuid4().hex
         g.request_id = rid
         log.exception("request %s: unexpected error", rid)
         return error_response(500, "internal_error", {"message": "internal error, see log"})
 
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(auth.blueprint())
+    app.register_blueprint(conferences.blueprint())
+    app.register_blueprint(participants.blueprint())
+    app.register_blueprint(openapi.blueprint(ctx.version))
     for bp in blueprints or ():
         app.register_blueprint(bp)
     return app

@@ -6,24 +6,30 @@ from flask import Blueprint, Response, g
 
 from confd.http import envelope
 from confd.http.app import render
+from confd.http.auth import public
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.route("/v2/health", methods=["GET"])
+@public
 def health() -> Response:
     ctx = g.ctx
     nodes = ctx.health()
+    data = {"nodes": nodes}
+    data.update(ctx.health_extra())  # e.g. "amqp": the publisher's state, when configured
+    # Only the FreeSWITCH nodes decide the status: with the broker away confd still controls
+    # conferences (events wait in a bounded buffer).
     up = any(n.get("connected") for n in nodes)
     if up:
         body = envelope.success(
-            {"nodes": nodes}, request_id=g.request_id, node=ctx.node_name, version=ctx.version
+            data, request_id=g.request_id, node=ctx.node_name, version=ctx.version
         )
     else:
         body = envelope.error(
             503,
             "focus_unavailable",
-            {"nodes": nodes},
+            data,
             request_id=g.request_id,
             node=ctx.node_name,
             version=ctx.version,
@@ -32,6 +38,7 @@ def health() -> Response:
 
 
 @blueprint.route("/metrics", methods=["GET"])
+@public
 def metrics() -> Response:
     ctx = g.ctx
     if ctx.metrics_text is None:

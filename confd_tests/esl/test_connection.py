@@ -8,8 +8,8 @@ import pytest
 from gevent.server import StreamServer
 
 from confd.conferences.commands import RELAXED_NAME_PATTERN, CommandBuilder
-from confd.esl import protocol as p
 from confd.esl import node as node_module
+from confd.esl import protocol as p
 from confd.esl.connection import (
     AuthFailed,
     CommandTimeout,

@@ -196,8 +196,13 @@ def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer):
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 0.0, 10, "AMQP lost")
     drops = metric(c.base, 'confd_queue_drops_total{queue="amqp"}')
     assert drops >= 40 - 5 - 1  # the buffer holds 5; one may be in flight
+    status, body = c.health()
+    amqp = body["data"]["amqp"]  # /v2/health says why events are not reaching the broker
+    assert status == 200 and amqp["connected"] is False and amqp["error"]
+    assert amqp["dropped"] == drops and amqp["buffered"] <= 5
     proxy.restore()
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 15, "AMQP reconnected")
+    assert c.health()[1]["data"]["amqp"]["connected"] is True
     fake_fs.model("api", "conference %s lock" % conf)
     got = consumer.take(40, timeout=5)
     names = [json.loads(m.body)["event"] for m in got]
