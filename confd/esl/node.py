@@ -24,6 +24,7 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
+from confd.backoff import backoff_delay
 from confd.conferences import events as ev
 from confd.conferences.commands import Command, CommandBuilder
 from confd.conferences.state import LiveState, Update
@@ -62,15 +63,6 @@ class NodeSettings:
     event_format: str = "plain"
     channel_var_prefix: str = "ecallmgr_"
     resync_concurrency: int = 4
-
-
-def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: attempt 0 waits ``lo``; then up to ``lo * 2**n`` capped
-    at ``hi``, drawn uniformly from the upper half so retries of many daemons spread out."""
-    if attempt <= 0:
-        return lo
-    ceiling = min(hi, lo * (2**attempt))
-    return max(lo, rng.uniform(ceiling / 2, ceiling))
 
 
 class NodeSupervisor:
@@ -329,7 +321,6 @@ __all__ = [
     "NodeSupervisor",
     "NodeSettings",
     "NodeUnavailable",
-    "backoff_delay",
     "CommandTimeout",
     "ConnectionLost",
 ]

@@ -23,7 +23,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
-from confd.esl.node import backoff_delay
+from confd.backoff import backoff_delay
 from confd.events.shape import Published
 
 log = logging.getLogger(__name__)

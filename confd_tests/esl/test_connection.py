@@ -7,6 +7,7 @@ import gevent
 import pytest
 from gevent.server import StreamServer
 
+from confd.backoff import backoff_delay
 from confd.conferences.commands import RELAXED_NAME_PATTERN, CommandBuilder
 from confd.esl import node as node_module
 from confd.esl import protocol as p
@@ -17,7 +18,7 @@ from confd.esl.connection import (
     EslConnection,
     TooManyPending,
 )
-from confd.esl.node import NodeUnavailable, backoff_delay
+from confd.esl.node import NodeUnavailable
 from confd_tests.conftest import wait_until
 
 AUTH_REQUEST = p.encode_frame({"Content-Type": p.AUTH_REQUEST})
