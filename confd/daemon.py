@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import gevent
 from gevent.event import Event
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 import confd
@@ -31,6 +32,9 @@ from confd.store import Store
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
+# HTTP and websocket connections served at once; past it, new connections wait in the
+# listen backlog instead of each getting a greenlet (and its memory).
+MAX_CONNECTIONS = 1000
 
 
 def node_settings(cfg: Config) -> List[NodeSettings]:
@@ -129,12 +133,15 @@ class Daemon:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, max_connections: int = MAX_CONNECTIONS) -> None:
         http = self.cfg.http
+        self.connections = Pool(max_connections)
+        self.metrics.track_queue("http_connections", lambda: len(self.connections))
         self.server = WSGIServer(
             (http.host, http.port),
             self.websocket,
             handler_class=WebsocketHandler,
+            spawn=self.connections,
             log=None,
             error_log=log,
         )
