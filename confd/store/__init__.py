@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import gevent
 import peewee
 
 from confd.store.accounts import AccountService
-from confd.store.db import db_session, open_database
+from confd.store.db import SQLITE_MEMORY, db_session, is_sqlite, open_database
 from confd.store.documents import ConferenceService, StoredDoc
 from confd.store.errors import (
     Conflict,
@@ -52,6 +54,25 @@ __all__ = [
 ]
 
 
+class InThreads:
+    """Calls the wrapped service's methods on gevent's thread pool; results and exceptions come
+    back to the calling greenlet, which other greenlets run beside meanwhile."""
+
+    def __init__(self, service: object) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._service, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return gevent.get_hub().threadpool.apply(attr, args, kwargs)
+
+        call.__name__ = name
+        return call
+
+
 class Store:
     """The services of one database, with model classes of their own (no shared state)."""
 
@@ -63,8 +84,16 @@ class Store:
     ) -> None:
         self.db = db
         self.models = make_models(db)
-        self.accounts = AccountService(db, self.models, clock)
-        self.conferences = ConferenceService(db, self.models, clock, schema)
+        accounts = AccountService(db, self.models, clock)
+        conferences = ConferenceService(db, self.models, clock, schema)
+        if is_sqlite(db) and db.database != SQLITE_MEMORY:
+            # sqlite3 waits for a lock (busy_timeout) inside C, where gevent cannot switch:
+            # on the event loop's thread that wait would stop ESL intake and every request.
+            # Each operation runs on gevent's thread pool instead, with its own connection.
+            accounts = InThreads(accounts)  # type: ignore[assignment]
+            conferences = InThreads(conferences)  # type: ignore[assignment]
+        self.accounts = accounts
+        self.conferences = conferences
 
     @classmethod
     def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> Store:
