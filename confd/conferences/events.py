@@ -7,6 +7,7 @@ is the only thing that turns those into live state.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union
@@ -73,6 +74,11 @@ INTAKE_HEADERS = HeaderSet(
         "Current-Energy",
     )
 )
+
+# ASCII digits only (str.isdigit() accepts "²"), and few enough that int() stays cheap.
+_TIMESTAMP = re.compile(r"[0-9]{1,19}")
+_MEMBER_ID = re.compile(r"[0-9]{1,10}")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -174,18 +180,15 @@ def _bool(value: Optional[str]) -> bool:
 
 
 def _int(value: Optional[str], default: int = 0) -> int:
-    if value is None:
+    if value is None or not _INTEGER.fullmatch(value):
         return default
-    try:
-        return int(value)
-    except ValueError:
-        return default
+    return int(value)
 
 
 def event_time(h: Headers, default: float = 0.0) -> float:
     """``Event-Date-Timestamp`` is microseconds since the Unix epoch."""
     ts = h.get("Event-Date-Timestamp")
-    if ts and ts.isdigit():
+    if ts and _TIMESTAMP.fullmatch(ts):
         return int(ts) / 1e6
     return default
 
@@ -264,7 +267,7 @@ def translate(event: Any, channel_var_prefix: str = "ecallmgr_") -> Optional[Cha
         return LockChanged(name, uuid, action == LOCK)
     if action == FLOOR_CHANGE:
         new_id = h.get("New-ID") or ""
-        return FloorChanged(name, uuid, int(new_id) if new_id.isdigit() else None)
+        return FloorChanged(name, uuid, int(new_id) if _MEMBER_ID.fullmatch(new_id) else None)
     member_id = _int(h.get("Member-ID"))
     if member_id <= 0 or not h.get("Unique-ID"):
         return None  # play-file-done and other conference-level notices
@@ -324,13 +327,16 @@ def snapshot_from_json_list(text: str, node: str, now: float) -> Snapshot:
             start_time=now - _num(item.get("run_time")),
             is_locked=bool(item.get("locked", False)),
         )
-        for m in item.get("members") or ():
+        members = item.get("members")
+        for m in members if isinstance(members, list) else ():
             if not isinstance(m, dict) or m.get("type", "caller") != "caller":
                 continue
             mid = m.get("id")
             if not isinstance(mid, int) or isinstance(mid, bool) or mid <= 0:
                 continue
-            flags = m.get("flags") or {}
+            flags = m.get("flags")
+            if not isinstance(flags, dict):
+                flags = {}
             conf.participants[mid] = Participant(
                 participant_id=mid,
                 call_id=str(m.get("uuid", "")),
@@ -374,6 +380,11 @@ def channel_data_from_uuid_dump(text: str, prefix: str) -> Optional[ChannelData]
 
 
 def _num(value: Any) -> float:
+    """A finite number from json_list, else 0 (Python's json reads Infinity, NaN and 1e400)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0

@@ -223,6 +223,9 @@ class EslConnection:
             reason = "protocol error: %s" % exc
         except OSError as exc:
             reason = "socket error: %s" % exc
+        except Exception as exc:  # a bug must end this connection, never leave it hanging
+            log.exception("%s: reader failed", self.name)
+            reason = "internal error: %s" % exc
         finally:
             if not self._closed.is_set():
                 self.close(reason)

@@ -32,6 +32,9 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 class ProtocolError(Exception):
     """The byte stream is not ESL; the connection must be dropped."""
 
@@ -72,7 +75,7 @@ def _content_length(headers: Mapping[str, str]) -> int:
     raw = headers.get("Content-Length")
     if raw is None:
         return 0
-    if not raw.isdigit() or len(raw) > 9:
+    if not _DIGITS.fullmatch(raw):  # ASCII only: str.isdigit() takes "²" and "١٢"
         raise ProtocolError("bad Content-Length: %r" % raw[:32])
     length = int(raw)
     if length > MAX_BODY_BYTES:
