@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
+from gevent import socket
 from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -73,6 +74,15 @@ STATUS_ERROR = "error"
 class WebsocketHandler(WSGIHandler):
     """gevent's WSGI handler, also putting the connection's socket in the environ (the
     websocket writes frames on it after the handshake)."""
+
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        # pywsgi writes the status line and headers, then the body, in separate sends: with
+        # Nagle's algorithm on, the body waits for the client's delayed ACK (~40 ms a request).
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not a TCP socket (tests may pass a socketpair)
+        super().__init__(sock, address, server, rfile)
 
     def get_environ(self) -> Dict[str, Any]:
         env = super().get_environ()

@@ -54,23 +54,62 @@ __all__ = [
 ]
 
 
-class InThreads:
-    """Calls the wrapped service's methods on gevent's thread pool; results and exceptions come
-    back to the calling greenlet, which other greenlets run beside meanwhile."""
+class WaitForLocks:
+    """Runs a SQLite store's operations on the event loop, on one shared connection, and waits
+    for another writer's lock with ``gevent.sleep`` between tries instead of inside sqlite3.
 
-    def __init__(self, service: object) -> None:
+    sqlite3 waits for a lock (busy_timeout) inside C, where gevent cannot switch: that wait
+    would stop ESL intake and every request.  So the connection's own busy_timeout is 0 and a
+    locked database is retried here, with backoff, until the configured busy_timeout has
+    passed -- then ``DatabaseUnavailable``.  A try that met the lock changed nothing (the write
+    lock is taken at BEGIN IMMEDIATE), so running it again is safe.  Operations never yield
+    while they run, so greenlets can share the connection (opened once, not per request)."""
+
+    def __init__(self, service: object, deadline: float) -> None:
         self._service = service
+        self._deadline = deadline
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._service, name)
         if not callable(attr):
             return attr
+        deadline = self._deadline
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return gevent.get_hub().threadpool.apply(attr, args, kwargs)
+            give_up = time.monotonic() + deadline
+            delay = 0.002
+            while True:
+                try:
+                    return attr(*args, **kwargs)
+                except DatabaseUnavailable as exc:
+                    if not _locked(exc) or time.monotonic() + delay > give_up:
+                        raise
+                gevent.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
         call.__name__ = name
         return call
+
+
+def _locked(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _share_one_sqlite_connection(db: peewee.SqliteDatabase) -> float:
+    """Make ``db`` keep one connection for all greenlets, with no waiting inside sqlite3;
+    returns the lock wait its pragmas asked for, in seconds."""
+    pragmas = dict(db._pragmas)
+    wait = float(pragmas.get("busy_timeout", 5000)) / 1000.0
+    # peewee keeps connection state per thread (per greenlet once gevent has patched
+    # threading.local); one state object means one connection, opened once -- here, with the
+    # configured busy_timeout so that switching to WAL waits for another process's lock.
+    db._state = peewee._ConnectionState()
+    db.connect(reuse_if_open=True)
+    db.execute_sql("PRAGMA busy_timeout = 0")
+    # Should the connection ever be opened again, the same: no waiting inside sqlite3.
+    db._pragmas = [(k, 0 if k == "busy_timeout" else v) for k, v in db._pragmas]
+    return wait
 
 
 class Store:
@@ -87,11 +126,9 @@ class Store:
         accounts = AccountService(db, self.models, clock)
         conferences = ConferenceService(db, self.models, clock, schema)
         if is_sqlite(db) and db.database != SQLITE_MEMORY:
-            # sqlite3 waits for a lock (busy_timeout) inside C, where gevent cannot switch:
-            # on the event loop's thread that wait would stop ESL intake and every request.
-            # Each operation runs on gevent's thread pool instead, with its own connection.
-            accounts = InThreads(accounts)  # type: ignore[assignment]
-            conferences = InThreads(conferences)  # type: ignore[assignment]
+            wait = _share_one_sqlite_connection(db)
+            accounts = WaitForLocks(accounts, wait)  # type: ignore[assignment]
+            conferences = WaitForLocks(conferences, wait)  # type: ignore[assignment]
         self.accounts = accounts
         self.conferences = conferences
 

@@ -252,7 +252,8 @@ def test_locked_database_is_unavailable_then_works_again(locked_db):
         assert BUSY_TIMEOUT_MS / 1000 * 0.8 <= elapsed < BUSY_TIMEOUT_MS / 1000 + 1.0
     # WAL: readers are not blocked by a writer
     assert store.conferences.get(account, doc.id).data["name"] == "before the lock"
-    assert store.db.is_closed()  # the failed operations did not leak a connection
+    # the failed operations left the one shared connection usable, outside any transaction
+    assert not store.db.in_transaction()
 
     holder.execute("ROLLBACK")
     created = store.conferences.create(account, {"name": "after the lock"})

@@ -356,13 +356,17 @@ def test_two_concurrent_creates_cannot_both_take_a_number(database_url, clock, m
         results: list[object] = []
 
         def create() -> None:
-            barrier.wait()
+            # Two writers as two daemons would be: a store (a connection) each, in its thread.
+            own = Store.from_url(database_url, clock=clock)
             try:
+                barrier.wait()
                 results.append(
-                    store.conferences.create(account["id"], {"conference_numbers": ["555"]})
+                    own.conferences.create(account["id"], {"conference_numbers": ["555"]})
                 )
             except ValidationFailed as exc:
                 results.append(exc)
+            finally:
+                own.close()
 
         threads = [threading.Thread(target=create) for _ in range(2)]
         for t in threads:
