@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # name -> module; ``rest`` and ``ws`` are added here by their authors.
 SUBCOMMANDS: Dict[str, str] = {
     "intake": "confd_tests.bench.intake",
+    "rest": "confd_tests.bench.rest",
+    "ws": "confd_tests.bench.ws",
 }
 
 

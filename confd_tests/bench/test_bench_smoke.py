@@ -1,10 +1,12 @@
-"""The intake benchmark runs end to end and reports its figures (never how fast they are)."""
+"""The benchmarks run end to end and report their figures (never how fast they are)."""
 
 import json
+import socket
 import subprocess
 import sys
 
 from confd_tests.bench import REPO_ROOT, percentile, table
+from confd_tests.bench.ws import FrameReader, latency_figures
 
 POSITIVE_BURST_KEYS = ("events_per_s", "cpu_s_per_100k", "peak_rss_mb", "hwm_mb")
 
@@ -85,3 +87,205 @@ def test_table_aligns_columns():
     assert lines[0] == "a            num"
     assert lines[2] == "long name      1"
     assert lines[3] == "x          1,000"
+
+
+# --- rest ---------------------------------------------------------------------------------------
+
+WRK_SAMPLE = """Running 1s test @ http://127.0.0.1:18089/nonexistent
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.89ms    1.91ms   8.55ms   83.52%
+    Req/Sec     1.36k   585.07     2.22k    70.00%
+  Latency Distribution
+     50%  755.00us
+     75%    2.79ms
+     90%    4.84ms
+     99%    8.03ms
+  1348 requests in 1.00s, 684.71KB read
+  Non-2xx or 3xx responses: 48
+Requests/sec:   1346.65
+Transfer/sec:    684.03KB
+"""
+
+
+def test_rest_reads_wrk_figures_and_counts_failed_answers():
+    from confd_tests.bench.rest import parse_wrk
+
+    r = parse_wrk(WRK_SAMPLE)
+    assert r["p50_ms"] == 0.755 and r["p99_ms"] == 8.03 and r["max_ms"] == 8.55
+    assert r["rps"] == 1346.65 and r["seconds"] == 1.0
+    assert r["errors"] == 48 and r["requests"] == 1300  # a non-2xx answer is not a served GET
+    assert r["status"] == "errors"
+
+
+def test_rest_event_cycle_pairs_every_toggle_so_it_can_repeat():
+    import random
+
+    from confd_tests.bench.rest import MEASURED_SHARE, make_rooms, talk_cycle
+
+    rng = random.Random(3)
+    rooms = make_rooms([("a" * 32, 20), ("b" * 32, 1000)], 50, rng)
+    assert [len(r.members) for r in rooms[:3]] == [20, 1000, 10]
+    cycle = talk_cycle(rooms, 2, 4000, rng)
+    assert len(cycle) == 4000
+    talking, muted = set(), set()
+    for ri, mi, action in cycle:
+        flags = talking if action.endswith("talking") else muted
+        starts = action in ("start-talking", "mute-member")
+        assert ((ri, mi) in flags) != starts, (ri, mi, action)  # consistent with the state
+        (flags.add if starts else flags.discard)((ri, mi))
+    assert not talking and not muted  # one turn leaves every member as it found it
+    for measured in (0, 1):
+        share = sum(1 for ri, _, _ in cycle if ri == measured) / len(cycle)
+        assert abs(share - MEASURED_SHARE) < 0.03
+
+
+def test_rest_quick_run_reports_every_figure():
+    _rest_quick_run("auto")  # wrk when it is installed
+
+
+def test_rest_quick_run_with_the_python_client():
+    _rest_quick_run("python")  # the fallback load generator
+
+
+def _rest_quick_run(client):
+    proc = subprocess.run(
+        [sys.executable, "-m", "confd_tests.bench", "rest", "--quick", "--client", client],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "rest"
+    assert result["status"] == "ok", result["status"]
+    # The measured conferences held their members through the flow of events.
+    assert result["participants"] == {"20": 20, "1000": 1000}
+    if client == "python":
+        assert result["settings"]["client"] == "python"
+    for size in ("20", "1000"):
+        for clients in ("1", "10", "50"):
+            r = result["cases"][size][clients]
+            # A failed or timed-out GET is counted and shown, not hidden (status "errors").
+            assert r["status"] in ("ok", "errors") and r["errors"] >= 0, (size, clients, r)
+            assert r["requests"] > 0 and _positive(r["rps"]), (size, clients, r)
+            assert 0 < r["p50_ms"] <= r["p99_ms"], r
+            assert _positive(r["events_per_s_confd"]), r
+    paced = result["paced"]
+    assert paced["status"] in ("ok", "errors") and paced["requests"] > 0
+    assert paced["offered_rps"] > 0 and paced["unsent"] >= 0
+    assert result["response_kb"]["1000"] > result["response_kb"]["20"] > 0
+    assert {"small_open_loop", "large_p99_1", "large_p99_50"} <= set(result["targets"])
+    for target in result["targets"].values():
+        assert target["pass"] in (True, False, None)
+    assert "req/s" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+
+
+def _broker_listening(host="127.0.0.1", port=5672):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_ws_quick_run_reports_latencies_and_bookkeeping():
+    proc = subprocess.run(
+        [sys.executable, "-m", "confd_tests.bench", "ws", "--quick"],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "ws"
+    runs = result["websocket"]
+    assert [(r["clients"], r["mode"], r["rate"]) for r in runs] == [
+        (1, "all", 1000),
+        (50, "all", 1000),
+    ]
+    for r in runs:
+        assert not r["status"].startswith("failed"), r
+        assert r["sent"] > 0
+        # Every client subscribed to everything: each must get every event sent.
+        assert r["expected"] == r["sent"] * r["clients"]
+        assert 0 < r["delivered"] <= r["expected"]
+        assert r["lost"] == r["expected"] - r["delivered"]
+        assert _positive(r["p50_ms"]), r
+        if r["p99_ms"] is not None:
+            assert r["p99_ms"] >= r["p50_ms"]
+        assert _positive(r["cpu_pct"]["confd"]) and _positive(r["cpu_pct"]["clients"])
+    assert runs[1]["consumer_procs"] > 1  # 50 clients are spread over processes
+
+    (amqp,) = result["amqp"]
+    if _broker_listening():
+        assert not amqp["status"].startswith("failed"), amqp
+        assert amqp["expected"] == amqp["sent"] > 0
+        assert 0 < amqp["delivered"] <= amqp["expected"]
+        assert _positive(amqp["p50_ms"])
+    else:
+        assert "broker unreachable" in amqp["status"], amqp
+
+    # --quick has no 5,000 events/s, 50-client run: the target is not judged.
+    assert result["targets"]["ws_p99"]["pass"] is None
+    text = proc.stdout
+    assert "p99 ms" in text and "n/a" in text
+
+
+def _server_frame(opcode, payload, fin=True):
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 * fin | opcode, n])
+    elif n < 65536:
+        head = bytes([0x80 * fin | opcode, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 * fin | opcode, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def test_frame_reader_splits_frames_across_reads_and_joins_fragments():
+    small, medium, large = b"x" * 5, b"m" * 300, b"L" * 70000
+    data = (
+        _server_frame(1, small)
+        + _server_frame(1, medium)
+        + _server_frame(1, large)
+        + _server_frame(1, b"ab", fin=False)
+        + _server_frame(9, b"ping")  # a control frame between fragments
+        + _server_frame(0, b"cd")
+        + _server_frame(8, (1013).to_bytes(2, "big") + b"too slow")
+    )
+    reader = FrameReader()
+    got = []
+    for i in range(0, len(data), 7):  # every header and payload cut somewhere
+        got.extend(reader.feed(data[i : i + 7]))
+    assert got == [
+        (1, small),
+        (1, medium),
+        (1, large),
+        (9, b"ping"),
+        (1, b"abcd"),
+        (8, (1013).to_bytes(2, "big") + b"too slow"),
+    ]
+    assert reader.feed(b"") == []
+
+
+def test_frame_reader_refuses_masked_frames():
+    reader = FrameReader()
+    try:
+        reader.feed(bytes([0x81, 0x80 | 1]) + b"\x00\x00\x00\x00a")
+    except ValueError:
+        return
+    raise AssertionError("a masked server frame was accepted")
+
+
+def test_latency_figures_count_undelivered_events_as_latest():
+    delivered = [float(v) for v in range(1, 99)]  # 98 delivered, 2 lost
+    figures = latency_figures(delivered, lost=2)
+    assert figures["p50_ms"] == 50.0
+    assert figures["p90_ms"] == 90.0
+    assert figures["p99_ms"] is None and figures["max_ms"] is None
+    everything = latency_figures([1.0, 2.0, 3.0, 4.0], lost=0)
+    assert everything == {"p50_ms": 2.0, "p90_ms": 4.0, "p99_ms": 4.0, "max_ms": 4.0}
+    assert latency_figures([], lost=0) == {}

@@ -1,0 +1,1519 @@
+"""``python -m confd_tests.bench ws``: how long an event takes from FreeSWITCH to a consumer.
+
+The path measured: a fake FreeSWITCH (a feeder process of this module) writes a
+``conference::maintenance`` event on confd's ESL socket; a real ``python -m confd run`` daemon
+takes it in, publishes it, and a websocket client (``GET /v2/websocket``) or an AMQP consumer
+receives it.  Latency = receive time - send time, both ``time.time_ns()`` (CLOCK_REALTIME: one
+clock for every process of the machine).
+
+Where the send time travels: in the event's ``Current-Energy`` header, as microseconds since
+the epoch (16 digits, so the frame keeps its size), which confd publishes as
+``data.current_energy``.  A channel variable (``variable_ecallmgr_Bench-Sent``) would not do:
+for a member confd already knows, talking and mute events update only the member flags
+(``LiveState.apply``, ``MemberFlags``), so the channel variables in the published event are
+the ones of the member's add-member, not of the event.
+
+Population: 200 conferences of 10 members, every conference a document of one (non-admin)
+bench account, created in the database before the daemon starts, so each event's account
+resolves through the store as in production.  The feeder first sends the 2,000 add-member
+events; clients subscribe after those are applied.  Then it paces start-talking/stop-talking
+(80 %) and mute-member/unmute-member (20 %) events of those members at the asked rate, the
+frames being the capture templates of ``feeder.load_templates`` (about 2.3 KB each, as
+FreeSWITCH 1.10 sends them).
+
+Websocket clients run in separate processes (``--client-procs``, threads in each); a client
+uses websocket-client for the handshake and the subscribe request, then reads the raw socket
+in large pieces and decodes the (unmasked) server frames itself, so that its own cost is one
+``recv`` per batch plus ``json.loads`` per event.  Every connection subscribes either to every
+conference of the account (``all``: each client gets every event, confd fans each event out to
+every client) or to its share of the conferences (``split``: the clients together get every
+event once).  The AMQP consumer binds an exclusive queue to the ``conference`` exchange.
+
+The CPU of every process is read from /proc over the paced window; the machine's busy time
+(/proc/stat) minus ours is what others (RabbitMQ, other jobs) used meanwhile.
+
+Each child is ``python -m confd_tests.bench.ws {feeder,clients,amqp-consumer}``; it speaks a
+line protocol on stdin/stdout with the parent and exits when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import os
+import queue
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+
+from confd_tests.bench import REPO_ROOT, percentile, table
+
+DESCRIPTION = "event latency: fake FreeSWITCH -> confd -> websocket clients / AMQP consumer"
+
+# Population and event mix of the paced phase.
+CONFERENCES = 200
+MEMBERS = 10
+PACED_MIX = (("talk", 80), ("mute", 20))
+
+# The send time rides in this header (see the module docstring), as 16 digits of microseconds.
+STAMP_HEADER = "Current-Energy"
+STAMP_WIDTH = 16
+STAMP_MARKER = "\x02" + "T" * (STAMP_WIDTH - 2) + "\x02"  # same width: Content-Length holds
+STAMP_MIN = 10**15  # a stamp (microseconds since 1970) is at least this: 2001-09-09
+
+PASSWORD = "ClueCon"
+PACE_TICK = 0.002  # the feeder sends what is due every this many seconds
+MAX_BATCH = 100  # events per send at most (about 230 KB)
+WINDOW_GRACE = 1.0  # a paced window ends this long after its planned end, whatever was sent
+SLOW_INTAKE = 0.9  # an achieved rate under this share of the asked one is reported
+OTHERS_WARNING = 25.0  # % of a core used by other processes that earns a warning
+JOIN_CHUNK = 64 * 1024
+READ_CHUNK = 256 * 1024  # a client's recv size
+BENCH_NODE = "bench"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_BINDING = "conference.event.#"
+
+# Bounds of every step (seconds).
+START_TIMEOUT = 30.0
+READY_TIMEOUT = 15.0  # subscribing 50 clients takes about a second when confd is well
+STEP_TIMEOUT = 30.0
+STOP_WAIT = 3.0
+
+TARGET_P99_MS = 20.0
+TARGET_RATE = 5000
+TARGET_CLIENTS = 50
+TARGET_MODE = "all"
+
+DEFAULTS: Dict[str, Any] = {
+    "seconds": 10.0,
+    "rates": "1000,5000",
+    "clients": "1,50",
+    "modes": "all,split",
+    "amqp_rates": "1000,5000",
+    "drain": 5.0,
+}
+QUICK: Dict[str, Any] = {
+    "seconds": 1.0,
+    "rates": "1000",
+    "clients": "1,50",
+    "modes": "all",
+    "amqp_rates": "1000",
+    "drain": 3.0,
+}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--events", type=int, help="events per run (default: rate x --seconds)")
+    ap.add_argument("--quick", action="store_true", help="a few short runs, for the smoke test")
+    ap.add_argument("--seconds", type=float, help="length of each paced run (10)")
+    ap.add_argument("--rates", help="websocket runs: events/s, comma-separated (1000,5000)")
+    ap.add_argument("--clients", help="websocket clients per run, comma-separated (1,50)")
+    ap.add_argument(
+        "--modes",
+        help="what each of several clients subscribes to: all (every conference of the "
+        "account: full fan-out) and/or split (its share of them) (all,split)",
+    )
+    ap.add_argument("--amqp-rates", help="AMQP runs: events/s, comma-separated; '' = none")
+    ap.add_argument("--amqp-url", default=DEFAULT_AMQP_URL, help="broker for the AMQP runs")
+    ap.add_argument("--drain", type=float, help="after the last event, wait this long at most")
+    ap.add_argument("--client-procs", type=int, default=5, help="processes for the clients (5)")
+    ap.add_argument("--subscriber-queue", type=int, default=20000, help="events.subscriber_queue")
+    ap.add_argument("--amqp-buffer", type=int, default=20000, help="events.amqp_buffer")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--keep", type=Path, help="copy each run's logs (daemon, feeder, clients) to this folder"
+    )
+    ap.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="sample confd with py-spy over each paced window (DIR/<run>.txt, collapsed stacks) "
+        "and print where its time goes",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Dict[str, Any]:
+    base = dict(QUICK if args.quick else DEFAULTS)
+    for key in base:
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    return base
+
+
+def _numbers(text: str) -> List[int]:
+    return [int(float(x)) for x in str(text).split(",") if x.strip()]
+
+
+# =============================================================================================
+# The event plan (pure): which member does what, in order.
+# =============================================================================================
+
+
+def paced_actions(seed: int, conferences: int, members: int) -> Iterator[Tuple[int, int, str]]:
+    """Endless ``(conference index, member index, action)``: each pick toggles a member's
+    talking (start-/stop-talking) or muted (mute-/unmute-member) state, so every event is one
+    FreeSWITCH could send next."""
+    rng = random.Random(seed)
+    kinds = [k for k, w in PACED_MIX for _ in range(w)]
+    talking = [[False] * members for _ in range(conferences)]
+    muted = [[False] * members for _ in range(conferences)]
+    while True:
+        ci, mi = rng.randrange(conferences), rng.randrange(members)
+        if rng.choice(kinds) == "talk":
+            talking[ci][mi] = not talking[ci][mi]
+            yield ci, mi, "start-talking" if talking[ci][mi] else "stop-talking"
+        else:
+            muted[ci][mi] = not muted[ci][mi]
+            yield ci, mi, "mute-member" if muted[ci][mi] else "unmute-member"
+
+
+def stamp_templates(templates: Dict[str, Any]) -> Dict[str, Any]:
+    """The capture templates with the value of ``Current-Energy`` replaced by STAMP_MARKER."""
+    from confd_tests.bench.feeder import Template
+
+    out = {}
+    head = "\n%s: " % STAMP_HEADER
+    for action, t in templates.items():
+        text = "\n" + t.text
+        start = text.index(head) + len(head)
+        end = text.index("\n", start)
+        out[action] = Template(action, (text[:start] + STAMP_MARKER + text[end:])[1:])
+    return out
+
+
+def stamp_bytes(unix_us: int) -> bytes:
+    return b"%0*d" % (STAMP_WIDTH, unix_us)
+
+
+class FrameReader:
+    """Server-to-client websocket frames (RFC 6455: never masked) from a byte stream.
+
+    ``feed(data)`` returns the complete messages as ``(opcode, payload)``; a fragmented
+    message is returned once, whole, with its first frame's opcode."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._parts: List[bytes] = []
+        self._opcode = 0
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
+        out: List[Tuple[int, bytes]] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n = b1 & 0x7F
+            head = 2
+            if n == 126:
+                if end - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if end - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if b1 & 0x80:
+                raise ValueError("a server frame must not be masked")
+            if end - pos < head + n:
+                break
+            payload = buf[pos + head : pos + head + n]
+            pos += head + n
+            opcode, fin = b0 & 0x0F, b0 & 0x80
+            if opcode >= 8:  # control frames come whole, even between fragments
+                out.append((opcode, payload))
+                continue
+            if opcode != 0:
+                self._opcode, self._parts = opcode, []
+            if not fin:
+                self._parts.append(payload)
+                continue
+            if self._parts:
+                payload = b"".join(self._parts + [payload])
+                self._parts = []
+            out.append((self._opcode if opcode == 0 else opcode, payload))
+        self._buf = buf[pos:]
+        return out
+
+
+OPCODE_TEXT = 1
+OPCODE_CLOSE = 8
+
+
+def _latency_ms(received_ns: int, data: Any) -> Optional[float]:
+    """The event's latency, or None when it carries no stamp (not a paced event)."""
+    stamp = data.get("current_energy") if isinstance(data, dict) else None
+    if not isinstance(stamp, int) or stamp < STAMP_MIN:
+        return None
+    return (received_ns // 1000 - stamp) / 1000.0
+
+
+# =============================================================================================
+# Children: the shared line protocol.
+# =============================================================================================
+
+
+def _say(line: str) -> None:
+    # The parent reads these lines from our stdout: the children's protocol, not logging.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _stdin_lines() -> queue.Queue[Optional[str]]:
+    """The parent's lines, read by a native thread; None at end of input (parent gone)."""
+    lines: queue.Queue[Optional[str]] = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return lines
+
+
+# --- the fake FreeSWITCH ---------------------------------------------------------------------
+
+
+class StampFeeder:
+    """Answers confd's ESL commands like mod_event_socket; on the event connection (the one
+    that subscribed and asked for ``conference json_list``) it sends the add-member of every
+    member at once, then, on ``GO``, paces the stamped events."""
+
+    def __init__(self, conference_ids: Sequence[str], members: int, seed: int) -> None:
+        from confd_tests.bench.feeder import load_templates
+
+        rng = random.Random(seed)
+        self.templates = stamp_templates(load_templates())
+        self.confs = [
+            (cid, str(uuid.UUID(int=rng.getrandbits(128), version=4))) for cid in conference_ids
+        ]
+        self.calls = [
+            [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(members)]
+            for _ in conference_ids
+        ]
+        self.plan = paced_actions(seed, len(self.confs), members)
+        self.seq = 1000
+        self.events: Optional[Tuple[Any, Any]] = None  # (socket, lock) of the event connection
+        self.error: Optional[str] = None
+
+    def frame(self, ci: int, mi: int, action: str) -> bytes:
+        from confd_tests.bench.feeder import _render
+
+        self.seq += 1
+        return _render(self.templates[action], self.confs[ci], self.calls[ci][mi], mi + 1, self.seq)
+
+    def serve(self) -> None:
+        import gevent
+        from gevent.server import StreamServer
+
+        server = StreamServer(("127.0.0.1", 0), self._handle)
+        server.start()
+        _say("PORT %d" % server.server_port)
+        lines = _stdin_lines()
+        while True:
+            try:
+                line = lines.get_nowait()
+            except queue.Empty:
+                gevent.sleep(0.01)
+                continue
+            if line is None or line == "QUIT":
+                break
+            if line.startswith("GO "):
+                _, rate, count = line.split()
+                _say("DONE " + json.dumps(self.paced(float(rate), int(count))))
+        server.stop(timeout=1)
+
+    def _handle(self, sock, _addr) -> None:
+        import gevent
+        from gevent.lock import Semaphore
+
+        from confd.esl import protocol as p
+
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lock = Semaphore()  # replies and events must never interleave mid-frame
+
+        def send(data: bytes) -> None:
+            with lock:
+                sock.sendall(data)
+
+        def reply(text: str) -> None:
+            send(p.encode_frame({"Content-Type": p.COMMAND_REPLY, "Reply-Text": text}))
+
+        parser = p.CommandParser()
+        subscribed = False
+        try:
+            send(p.encode_frame({"Content-Type": p.AUTH_REQUEST}))
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                for cmd in parser.feed(data):
+                    line = cmd.line
+                    if line.startswith("auth "):
+                        reply("+OK accepted")
+                    elif line.startswith("event "):
+                        subscribed = True
+                        reply("+OK event listener enabled plain")
+                    elif line.startswith("api "):
+                        listing = "json_list" in line
+                        body = b"[]" if listing else b"+OK\n"
+                        send(p.encode_frame({"Content-Type": p.API_RESPONSE}, body))
+                        if subscribed and listing and self.events is None:
+                            self.events = (sock, lock)
+                            gevent.spawn(self._joins)
+                    elif line == "exit":
+                        reply("+OK bye")
+                        return
+                    else:
+                        reply("-ERR command not found")
+        except OSError:
+            return
+        finally:
+            if self.events is not None and self.events[0] is sock:
+                self.error = "confd closed the event connection"
+            sock.close()
+
+    def _joins(self) -> None:
+        assert self.events is not None
+        sock, lock = self.events
+        frames = [
+            self.frame(ci, mi, "add-member")
+            for ci in range(len(self.confs))
+            for mi in range(len(self.calls[ci]))
+        ]
+        data = b"".join(frames).replace(STAMP_MARKER.encode(), stamp_bytes(0))
+        try:
+            for off in range(0, len(data), JOIN_CHUNK):
+                with lock:
+                    sock.sendall(data[off : off + JOIN_CHUNK])
+        except OSError as exc:
+            self.error = "sending the joins: %s" % exc
+            return
+        _say("JOINED %d" % len(frames))
+
+    def paced(self, rate: float, count: int) -> Dict[str, Any]:
+        """Send ``count`` events at ``rate``/s, each batch stamped just before its send."""
+        import gevent
+
+        if self.events is None:
+            return {"error": "confd has no event connection"}
+        sock, lock = self.events
+        marker = STAMP_MARKER.encode()
+        per_conf = [0] * len(self.confs)
+        sent = batches = 0
+        t0 = time.monotonic()
+        wall0 = time.time()
+        # When confd reads slower than the rate, sendall blocks (as FreeSWITCH's socket would
+        # fill): the window still ends on time and the achieved rate tells.
+        limit = t0 + count / rate + WINDOW_GRACE
+        try:
+            while sent < count and time.monotonic() < limit:
+                # At most MAX_BATCH per send: a blocked send then never outlasts the window.
+                due = min(count, int((time.monotonic() - t0) * rate) + 1, sent + MAX_BATCH)
+                if due > sent:
+                    parts = []
+                    for _ in range(due - sent):
+                        ci, mi, action = next(self.plan)
+                        per_conf[ci] += 1
+                        parts.append(self.frame(ci, mi, action))
+                    data = b"".join(parts).replace(marker, stamp_bytes(time.time_ns() // 1000))
+                    with lock:
+                        sock.sendall(data)
+                    sent, batches = due, batches + 1
+                gevent.sleep(PACE_TICK)
+        except OSError as exc:
+            self.error = "sending: %s" % exc
+        seconds = time.monotonic() - t0
+        return {
+            "sent": sent,
+            "seconds": seconds,
+            "batches": batches,
+            "t0": wall0,
+            "per_conference": per_conf,
+            "error": self.error,
+        }
+
+
+def feeder_main(a: argparse.Namespace) -> int:
+    conference_ids = json.loads(Path(a.conferences).read_text())
+    StampFeeder(conference_ids, a.members, a.seed).serve()
+    return 0
+
+
+# --- websocket clients -----------------------------------------------------------------------
+
+
+class _WsClient(threading.Thread):
+    """One websocket connection: subscribe with websocket-client, then read the raw socket."""
+
+    def __init__(self, index: int, url: str, token: str, account: str, bindings: List[str]):
+        super().__init__(name="ws-%d" % index, daemon=True)
+        self.index = index
+        self.url = url
+        self.token = token
+        self.account = account
+        self.bindings = bindings
+        self.sock: Optional[socket.socket] = None
+        self.latencies = array.array("d")
+        self.received = 0  # stamped events
+        self.other = 0  # unstamped events
+        self.close_code: Optional[int] = None
+        self.notice: Optional[str] = None
+        self.error: Optional[str] = None
+        self.ended = threading.Event()
+
+    def connect(self) -> None:
+        import websocket
+
+        ws = websocket.create_connection(self.url, timeout=READY_TIMEOUT)
+        ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "auth_token": self.token,
+                    "request_id": "s%d" % self.index,
+                    "data": {"account_id": self.account, "bindings": self.bindings},
+                }
+            )
+        )
+        answer = json.loads(ws.recv())
+        if answer.get("status") != "success":
+            raise RuntimeError("subscribe refused: %s" % answer)
+        # websocket-client reads exactly one frame at a time, so nothing is left in its buffer.
+        self.sock = ws.sock
+        self.sock.settimeout(None)
+        self._ws = ws  # keeps the object (and so the socket) alive
+
+    def run(self) -> None:
+        assert self.sock is not None
+        reader = FrameReader()
+        recv, loads, now = self.sock.recv, json.loads, time.time_ns
+        append = self.latencies.append
+        try:
+            while True:
+                data = recv(READ_CHUNK)
+                t = now()
+                if not data:
+                    return
+                for opcode, payload in reader.feed(data):
+                    if opcode == OPCODE_CLOSE:
+                        if len(payload) >= 2:
+                            self.close_code = int.from_bytes(payload[:2], "big")
+                        return
+                    if opcode != OPCODE_TEXT:
+                        continue
+                    msg = loads(payload)
+                    if msg.get("action") == "event":
+                        ms = _latency_ms(t, msg.get("data"))
+                        if ms is None:
+                            self.other += 1
+                        else:
+                            append(ms)
+                            self.received += 1
+                    elif msg.get("action") == "error":
+                        self.notice = "; ".join(msg.get("data", {}).get("errors", []))
+        except (OSError, ValueError) as exc:
+            self.error = "%s: %s" % (type(exc).__name__, exc)
+        finally:
+            self.ended.set()
+
+    def shut(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def result(self) -> Dict[str, Any]:
+        return {
+            "received": self.received,
+            "other": self.other,
+            "close_code": self.close_code,
+            "notice": self.notice,
+            "error": self.error,
+        }
+
+
+def clients_main(a: argparse.Namespace) -> int:
+    plan = json.loads(Path(a.plan).read_text())
+    clients = [
+        _WsClient(i, plan["url"], plan["token"], plan["account"], bindings)
+        for i, bindings in enumerate(plan["connections"])
+    ]
+    try:
+        for c in clients:
+            c.connect()
+    except Exception as exc:  # noqa: BLE001 - told to the parent, which reports it
+        _say("ERROR cannot subscribe: %s: %s" % (type(exc).__name__, exc))
+        return 1
+    for c in clients:
+        c.start()
+    _say("READY %d" % len(clients))
+    expected: Optional[List[int]] = None
+    lines = _stdin_lines()
+    deadline = time.monotonic() + a.deadline
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.02)
+        except queue.Empty:
+            line = ""
+        if line is None or line == "STOP":
+            break
+        if line.startswith("EXPECT "):
+            expected = json.loads(line[len("EXPECT ") :])
+        if expected is not None and all(
+            c.received >= n or c.ended.is_set() for c, n in zip(clients, expected)
+        ):
+            _say("COMPLETE")
+            expected = None
+    for c in clients:
+        c.shut()
+    for c in clients:
+        c.join(STOP_WAIT)
+    out = array.array("d")
+    for c in clients:
+        out.extend(c.latencies)
+    with open(a.out, "wb") as fh:
+        out.tofile(fh)
+    _say("RESULT " + json.dumps([c.result() for c in clients]))
+    return 0
+
+
+# --- the AMQP consumer -----------------------------------------------------------------------
+
+
+def amqp_main(a: argparse.Namespace) -> int:
+    import amqp
+
+    from confd.events.amqp import EXCHANGE, EXCHANGE_TYPE, connection_params
+
+    latencies = array.array("d")
+    counts = {"received": 0, "other": 0}
+
+    def on_message(msg: Any) -> None:
+        t = time.time_ns()
+        ms = _latency_ms(t, json.loads(msg.body))
+        if ms is None:
+            counts["other"] += 1
+        else:
+            latencies.append(ms)
+            counts["received"] += 1
+
+    try:
+        conn = amqp.Connection(connect_timeout=5, **connection_params(a.url))
+        conn.connect()
+        ch = conn.channel()
+        ch.exchange_declare(EXCHANGE, EXCHANGE_TYPE, durable=True, auto_delete=False)
+        name, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
+        ch.queue_bind(name, EXCHANGE, AMQP_BINDING)
+        ch.basic_consume(name, callback=on_message, no_ack=True)
+    except Exception as exc:  # noqa: BLE001 - told to the parent, which reports it
+        _say("ERROR broker unreachable: %s: %s" % (type(exc).__name__, exc))
+        return 1
+    _say("READY 1")
+    expected: Optional[int] = None
+    error = None
+    lines = _stdin_lines()
+    deadline = time.monotonic() + a.deadline
+    while time.monotonic() < deadline:
+        try:
+            conn.drain_events(timeout=0.02)
+        except socket.timeout:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            error = "%s: %s" % (type(exc).__name__, exc)
+            break
+        try:
+            line: Optional[str] = lines.get_nowait()
+        except queue.Empty:
+            line = ""
+        if line is None or line == "STOP":
+            break
+        if line.startswith("EXPECT "):
+            expected = json.loads(line[len("EXPECT ") :])[0]
+        if expected is not None and counts["received"] >= expected:
+            _say("COMPLETE")
+            expected = None
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+    with open(a.out, "wb") as fh:
+        latencies.tofile(fh)
+    _say("RESULT " + json.dumps([dict(counts, close_code=None, notice=None, error=error)]))
+    return 0
+
+
+def child_main(argv: List[str]) -> int:
+    import logging
+
+    ap = argparse.ArgumentParser(prog="confd_tests.bench.ws")
+    sub = ap.add_subparsers(dest="role", required=True)
+    f = sub.add_parser("feeder")
+    f.add_argument("--conferences", required=True, type=Path, help="JSON list of names")
+    f.add_argument("--members", type=int, default=MEMBERS)
+    f.add_argument("--seed", type=int, default=1)
+    c = sub.add_parser("clients")
+    c.add_argument("--plan", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--deadline", type=float, default=300.0)
+    q = sub.add_parser("amqp-consumer")
+    q.add_argument("--url", default=DEFAULT_AMQP_URL)
+    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--deadline", type=float, default=300.0)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if a.role == "feeder":
+        return feeder_main(a)
+    if a.role == "clients":
+        return clients_main(a)
+    return amqp_main(a)
+
+
+# =============================================================================================
+# Parent side.
+# =============================================================================================
+
+
+class RunFailed(Exception):
+    """A step of a run did not complete; ``str()`` says which and why."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench process dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the stdin EOF still ends our children
+        pass
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> Optional[float]:
+    """utime + stime of a process, seconds (None once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _machine_busy() -> float:
+    """CPU seconds spent busy by the whole machine (all cores) since boot."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / _TICKS
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Child:
+    """A child process with its stdout lines collected by a thread, so waits have timeouts."""
+
+    def __init__(self, name: str, argv: List[str], log: Path, env: Optional[dict] = None):
+        self.name = name
+        self.log = log
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=str(REPO_ROOT),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
+        threading.Thread(target=self._read, name="lines-" + name, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def wait_for(self, prefix: str, timeout: float) -> str:
+        limit = time.monotonic() + timeout
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise RunFailed("%s: no %s within %.0f s" % (self.name, prefix.strip(), timeout))
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RunFailed(
+                    "%s exited (%s): %s" % (self.name, self.proc.wait(STOP_WAIT), self.tail())
+                )
+            if line.startswith("ERROR "):
+                raise RunFailed("%s: %s" % (self.name, line[len("ERROR ") :]))
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    def say(self, line: str) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # it is gone; the next wait_for says so
+
+    def cpu(self) -> Optional[float]:
+        return _proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_WAIT)
+
+
+def _module(role: str, *args: str) -> List[str]:
+    return [sys.executable, "-m", "confd_tests.bench.ws", role, *args]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(url: str, timeout: float = 2.0) -> Tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metrics(base: str) -> Dict[str, float]:
+    """``/metrics`` as ``{'name{labels}': value}`` (Prometheus text format, no parsing of the
+    labels beyond keeping them in the key)."""
+    _, body = _http(base + "/metrics")
+    out: Dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def _wait(predicate, timeout: float, what: str, daemon: Child) -> Any:
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        if daemon.proc.poll() is not None:
+            raise RunFailed("confd exited (%s): %s" % (daemon.proc.returncode, daemon.tail()))
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RunFailed("%s: not within %.0f s" % (what, timeout))
+
+
+class Population:
+    """The bench account, its token and its conference documents, in a sqlite database."""
+
+    def __init__(self, workdir: Path, conferences: int) -> None:
+        from confd.store import Store
+
+        self.db_url = "sqlite:///%s" % (workdir / "confd.db")
+        store = Store.from_url(self.db_url)
+        try:
+            account, _ = store.accounts.create_account("bench")
+            self.account = account["id"]
+            self.token = store.accounts.issue_token(self.account, 24 * 3600)
+            self.conference_ids = [
+                store.conferences.create(self.account, {"name": "bench %d" % i}).id
+                for i in range(conferences)
+            ]
+        finally:
+            store.close()
+        self.conferences_file = workdir / "conferences.json"
+        self.conferences_file.write_text(json.dumps(self.conference_ids))
+
+
+def _bindings(pop: Population, clients: int, mode: str) -> List[List[str]]:
+    """Each connection's bindings: everything of the account, or its share of conferences."""
+    if mode == "all" or clients == 1:
+        return [["conference.event.*.*"] for _ in range(clients)]
+    shares: List[List[str]] = [[] for _ in range(clients)]
+    for i, cid in enumerate(pop.conference_ids):
+        shares[i % clients].append("conference.event.%s.*" % cid)
+    return shares
+
+
+def _expected(pop: Population, bindings: List[List[str]], per_conf: List[int]) -> List[int]:
+    index = {cid: i for i, cid in enumerate(pop.conference_ids)}
+    out = []
+    for bs in bindings:
+        if bs == ["conference.event.*.*"]:
+            out.append(sum(per_conf))
+        else:
+            out.append(sum(per_conf[index[b.split(".")[2]]] for b in bs))
+    return out
+
+
+class Run:
+    """One measurement: a daemon, a feeder and the consumers, all stopped at the end."""
+
+    def __init__(self, tag: str, workdir: Path, pop: Population, s: Dict[str, Any], args) -> None:
+        self.tag = tag
+        self.dir = workdir / tag
+        self.dir.mkdir()
+        self.pop = pop
+        self.s = s
+        self.args = args
+        self.children: List[Child] = []
+
+    def child(self, name: str, argv: List[str], env: Optional[dict] = None) -> Child:
+        c = Child(name, argv, self.dir / (name + ".log"), env)
+        self.children.append(c)
+        return c
+
+    def stop(self) -> None:
+        for c in reversed(self.children):
+            c.stop()
+        if self.args.keep is not None:
+            import shutil
+
+            shutil.copytree(self.dir, self.args.keep / self.tag, dirs_exist_ok=True)
+
+    def start(self, amqp_url: Optional[str]) -> None:
+        self.feeder = self.child(
+            "feeder",
+            _module(
+                "feeder",
+                "--conferences",
+                str(self.pop.conferences_file),
+                "--members",
+                str(MEMBERS),
+                "--seed",
+                str(self.args.seed),
+            ),
+        )
+        fs_port = int(self.feeder.wait_for("PORT ", START_TIMEOUT))
+        self.port = _free_port()
+        self.base = "http://127.0.0.1:%d" % self.port
+        events: Dict[str, Any] = {
+            "subscriber_queue": self.args.subscriber_queue,
+            "amqp_buffer": self.args.amqp_buffer,
+        }
+        if amqp_url:
+            events["amqp_url"] = amqp_url
+        cfg = {
+            "http": {"host": "127.0.0.1", "port": self.port},
+            "database": {"url": self.pop.db_url},
+            "freeswitch": {
+                "nodes": [
+                    {"host": "127.0.0.1", "port": fs_port, "password": PASSWORD, "name": BENCH_NODE}
+                ],
+                "heartbeat_timeout": 600.0,
+            },
+            "events": events,
+            "log": {"level": "warning"},
+        }
+        import yaml
+
+        path = self.dir / "confd.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFD_")}
+        env.update(CONFD_CONFIG=str(path), PYTHONPATH=str(REPO_ROOT))
+        self.daemon = self.child("confd", [sys.executable, "-m", "confd", "run"], env)
+        joined = int(self.feeder.wait_for("JOINED ", START_TIMEOUT))
+        key = "confd_live_participants"
+        _wait(
+            lambda: metrics(self.base).get(key) == joined,
+            START_TIMEOUT,
+            "confd taking in the %d joins" % joined,
+            self.daemon,
+        )
+        if amqp_url:
+            # The joins went to the broker too: start once the publisher has caught up.
+            _wait(
+                lambda: (lambda m: m.get("confd_amqp_connected") == 1.0
+                         and m.get('confd_queue_depth{queue="amqp"}') == 0.0)(metrics(self.base)),
+                START_TIMEOUT,
+                "the AMQP publisher connected with an empty buffer",
+                self.daemon,
+            )  # fmt: skip
+
+    def consumers(self, groups: List[List[List[str]]], ws: bool) -> None:
+        self.groups = groups
+        self.consumer_procs: List[Child] = []
+        for i, group in enumerate(groups):
+            out = self.dir / ("latencies-%d.bin" % i)
+            if ws:
+                plan = self.dir / ("plan-%d.json" % i)
+                plan.write_text(
+                    json.dumps(
+                        {
+                            "url": "ws://127.0.0.1:%d/v2/websocket" % self.port,
+                            "token": self.pop.token,
+                            "account": self.pop.account,
+                            "connections": group,
+                        }
+                    )
+                )
+                argv = _module("clients", "--plan", str(plan), "--out", str(out))
+            else:
+                argv = _module("amqp-consumer", "--url", self.args.amqp_url, "--out", str(out))
+            self.consumer_procs.append(self.child("consumer-%d" % i, argv))
+        for c in self.consumer_procs:
+            c.wait_for("READY ", READY_TIMEOUT)
+
+    def _py_spy(self, seconds: float) -> Optional[subprocess.Popen]:
+        """py-spy sampling confd over the paced window (only with --py-spy)."""
+        if self.args.py_spy is None:
+            return None
+        exe = Path(sys.executable).with_name("py-spy")
+        self.args.py_spy.mkdir(parents=True, exist_ok=True)
+        self.profile = self.args.py_spy / (self.tag + ".txt")
+        with open(self.dir / "py-spy.log", "w") as log:
+            return subprocess.Popen(
+                [
+                    str(exe) if exe.exists() else "py-spy",
+                    "record",
+                    "--pid",
+                    str(self.daemon.proc.pid),
+                    "--rate",
+                    "200",
+                    "--duration",
+                    str(max(1, int(seconds))),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(self.profile),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+
+    def measure(self, rate: int, count: int, drain: float) -> Dict[str, Any]:
+        procs = {"confd": [self.daemon], "feeder": [self.feeder], "clients": self.consumer_procs}
+        cpu0 = {k: [c.cpu() for c in v] for k, v in procs.items()}
+        busy0, self0, t0 = _machine_busy(), _self_cpu(), time.monotonic()
+        spy = self._py_spy(count / rate)
+        self.feeder.say("GO %d %d" % (rate, count))
+        done = json.loads(self.feeder.wait_for("DONE ", count / rate * 3 + STEP_TIMEOUT))
+        wall = time.monotonic() - t0
+        cpu1 = {k: [c.cpu() for c in v] for k, v in procs.items()}
+        busy = _machine_busy() - busy0
+        own = _self_cpu() - self0
+        if spy is not None:
+            try:
+                spy.wait(STEP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait(STOP_WAIT)
+        if done.get("error"):
+            raise RunFailed("feeder: %s" % done["error"])
+        per_conf = done["per_conference"]
+        expected: List[List[int]] = []
+        for c, group in zip(self.consumer_procs, self.groups):
+            exp = _expected(self.pop, group, per_conf) if group else [done["sent"]]
+            expected.append(exp)
+            c.say("EXPECT " + json.dumps(exp))
+        limit = time.monotonic() + drain
+        complete = True
+        for c in self.consumer_procs:
+            try:
+                c.wait_for("COMPLETE", max(0.0, limit - time.monotonic()))
+            except RunFailed:
+                complete = False
+        m = metrics(self.base)
+        results = []
+        latencies = array.array("d")
+        for i, c in enumerate(self.consumer_procs):
+            c.say("STOP")
+            results.extend(json.loads(c.wait_for("RESULT ", STEP_TIMEOUT)))
+            path = self.dir / ("latencies-%d.bin" % i)
+            with open(path, "rb") as fh:
+                latencies.frombytes(fh.read())
+
+        def pct(k: str) -> List[float]:
+            return [
+                100.0 * (b - a) / wall if a is not None and b is not None else 0.0
+                for a, b in zip(cpu0[k], cpu1[k])
+            ]
+
+        cpu = {k: pct(k) for k in procs}
+        ours = sum(sum(v) for v in cpu.values()) + 100.0 * own / wall
+        machine = 100.0 * busy / wall
+        flat_expected = [n for exp in expected for n in exp]
+        return {
+            "done": done,
+            "complete": complete,
+            "expected": flat_expected,
+            "results": results,
+            "latencies": latencies,
+            "metrics": m,
+            "cpu": {
+                "confd": cpu["confd"][0],
+                "feeder": cpu["feeder"][0],
+                "clients": sum(cpu["clients"]),
+                "clients_max_proc": max(cpu["clients"]) if cpu["clients"] else 0.0,
+                "bench": 100.0 * own / wall,
+                "machine": machine,
+                "other": max(0.0, machine - ours),
+            },
+        }
+
+
+def _summary(kind: str, r: Dict[str, Any], rate: int) -> Dict[str, Any]:
+    """The figures of one run, JSON-able."""
+    done, results = r["done"], r["results"]
+    lat = sorted(r["latencies"])
+    expected = sum(r["expected"])
+    delivered = sum(x["received"] for x in results)
+    closed = [x for x in results if x.get("close_code") is not None or x.get("error")]
+    out: Dict[str, Any] = {
+        "rate": rate,
+        "sent": done["sent"],
+        "achieved_rate": done["sent"] / done["seconds"] if done["seconds"] else 0.0,
+        "expected": expected,
+        "delivered": delivered,
+        "lost": max(0, expected - delivered),
+        "closed_by_confd": len(closed),
+        "close_codes": sorted({x["close_code"] for x in closed if x.get("close_code")}),
+        "cpu_pct": {k: round(v, 1) for k, v in r["cpu"].items()},
+    }
+    notices = sorted({x["notice"] for x in results if x.get("notice")})
+    if notices:
+        out["notices"] = notices
+    out.update(latency_figures(lat, out["lost"]))
+    m = r["metrics"]
+    if kind == "websocket":
+        out["confd_drops"] = int(m.get('confd_queue_drops_total{queue="websocket"}', 0))
+    else:
+        out["confd_amqp_dropped"] = int(m.get('confd_queue_drops_total{queue="amqp"}', 0))
+        out["confd_amqp_published"] = int(m.get("confd_amqp_published_total", 0))
+    problems = []
+    if out["achieved_rate"] < SLOW_INTAKE * rate:
+        problems.append("confd took in only %.0f events/s" % out["achieved_rate"])
+    if out["lost"]:
+        problems.append(
+            "%d events not delivered%s"
+            % (out["lost"], "" if r["complete"] else " within the drain time")
+        )
+    if out["closed_by_confd"]:
+        problems.append("%d connection(s) closed" % out["closed_by_confd"])
+    out["status"] = "; ".join(problems) or "ok"
+    return out
+
+
+def latency_figures(sorted_ms: Sequence[float], lost: int) -> Dict[str, Optional[float]]:
+    """p50/p90/p99/max over every event that was due: one never delivered counts as later
+    than any delivered, so a percentile that falls among those is None (not a number)."""
+    n = len(sorted_ms) + lost
+    out: Dict[str, Optional[float]] = {}
+    if not n:
+        return out
+    ranks = range(1, n + 1)  # the delivered come first, in order, then the lost
+    for name, pct in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99), ("max_ms", 100)):
+        rank = percentile(ranks, pct)
+        out[name] = sorted_ms[rank - 1] if rank <= len(sorted_ms) else None
+    return out
+
+
+def _run_one(
+    kind: str,
+    workdir: Path,
+    pop: Population,
+    s: Dict[str, Any],
+    args,
+    rate: int,
+    clients: int = 1,
+    mode: str = "all",
+) -> Dict[str, Any]:
+    tag = "%s-%d-%s-%d" % (kind, clients, mode, rate) if kind == "websocket" else "amqp-%d" % rate
+    count = int(args.events) if args.events else int(rate * float(s["seconds"]))
+    run = Run(tag, workdir, pop, s, args)
+    try:
+        run.start(args.amqp_url if kind == "amqp" else None)
+        if kind == "websocket":
+            bindings = _bindings(pop, clients, mode)
+            n = max(1, min(args.client_procs, clients))
+            groups = [bindings[i::n] for i in range(n)]
+            run.consumers(groups, ws=True)
+        else:
+            run.consumers([[]], ws=False)
+        r = run.measure(rate, count, float(s["drain"]))
+        out = _summary(kind, r, rate)
+        out["consumer_procs"] = len(run.consumer_procs)
+        profile = getattr(run, "profile", None)
+        if profile is not None and profile.exists():
+            out["profile"] = str(profile)
+    except RunFailed as exc:
+        out = {"rate": rate, "status": "failed: %s" % exc}
+    finally:
+        run.stop()
+    if kind == "websocket":
+        out.update(clients=clients, mode=mode if clients > 1 else "all")
+    return out
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt()
+
+
+def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
+    s = _settings(args)
+    rates, clients_list = _numbers(s["rates"]), _numbers(s["clients"])
+    modes = [m.strip() for m in str(s["modes"]).split(",") if m.strip()]
+    amqp_rates = _numbers(s["amqp_rates"])
+    cores = os.cpu_count() or 1
+    out.write(
+        "confd event latency benchmark: fake FreeSWITCH send -> consumer receive\n"
+        "%d conferences x %d members, all documents of one account; paced events: "
+        "start/stop-talking 80%%, mute/unmute 20%%; %s per run\n"
+        % (
+            CONFERENCES,
+            MEMBERS,
+            "%d events" % args.events if args.events else "%.0f s" % float(s["seconds"]),
+        )
+    )
+    out.write(
+        "machine: %d CPU core(s), shared by confd, the fake FreeSWITCH, the clients%s and this "
+        "process\n\n" % (cores, " (and RabbitMQ for AMQP)" if amqp_rates else "")
+    )
+    out.flush()
+    results: Dict[str, Any] = {
+        "seconds": float(s["seconds"]),
+        "cores": cores,
+        "conferences": CONFERENCES,
+        "members": MEMBERS,
+        "websocket": [],
+        "amqp": [],
+    }
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        with tempfile.TemporaryDirectory(prefix="confd-bench-ws-") as tmp:
+            workdir = Path(tmp)
+            pop = Population(workdir, CONFERENCES)
+            plan = []
+            for clients in clients_list:
+                for mode in modes if clients > 1 else ["all"]:
+                    plan.extend((clients, mode, rate) for rate in rates)
+            for clients, mode, rate in plan:
+                r = _run_one("websocket", workdir, pop, s, args, rate, clients, mode)
+                results["websocket"].append(r)
+                out.write("  websocket %2d client(s) %-5s %5d/s: %s\n" % (
+                    clients, r["mode"], rate, _line(r)))  # fmt: skip
+                out.flush()
+            for rate in amqp_rates:
+                r = _run_one("amqp", workdir, pop, s, args, rate)
+                results["amqp"].append(r)
+                out.write("  amqp                     %5d/s: %s\n" % (rate, _line(r)))
+                out.flush()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _report(results, out)
+    return results
+
+
+def _line(r: Dict[str, Any]) -> str:
+    if "p99_ms" in r:
+        return "p50 %s ms, p99 %s ms, %s" % (_ms(r, "p50_ms"), _ms(r, "p99_ms"), r["status"])
+    return r["status"]
+
+
+def _fmt(value: Any, spec: str = "{:,.0f}") -> str:
+    return spec.format(value) if isinstance(value, (int, float)) else "-"
+
+
+def _ms(r: Dict[str, Any], key: str, spec: str = "{:.2f}") -> str:
+    """A latency figure; ``lost`` when it falls among the events never delivered."""
+    if key in r and r[key] is None:
+        return "lost"
+    return _fmt(r.get(key), spec)
+
+
+def _delivered(r: Dict[str, Any]) -> str:
+    if not r.get("expected"):
+        return "-"
+    return "%.1f%%" % (100.0 * r["delivered"] / r["expected"])
+
+
+Ranked = List[Tuple[str, int]]
+
+
+def profile_top(path: Path, n: int = 12) -> Tuple[int, Ranked, Ranked]:
+    """py-spy's collapsed stacks -> (samples, top self, top inclusive), functions without
+    line numbers: ``'name (file)'``."""
+    import collections
+    import re
+
+    own: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for f in set(frames):
+            incl[f] += int(count)
+    return total, own.most_common(n), incl.most_common(n)
+
+
+def _report_profile(profiled: List[Dict[str, Any]], out: TextIO) -> None:
+    r = next((x for x in profiled if _is_target(x)), profiled[-1])
+    total, own, incl = profile_top(Path(r["profile"]))
+    if not total:
+        return
+    label = "websocket %d %s %d/s" % (r["clients"], r["mode"], r["rate"]) if "clients" in r else (
+        "amqp %d/s" % r["rate"]
+    )  # fmt: skip
+    out.write("\n4. Where confd's time goes (py-spy, %d samples, run %s)\n" % (total, label))
+    rows = []
+    for i in range(max(len(own), len(incl))):
+        a = own[i] if i < len(own) else ("", 0)
+        b = incl[i] if i < len(incl) else ("", 0)
+        rows.append(
+            ["%.1f%%" % (100.0 * a[1] / total), a[0], "%.1f%%" % (100.0 * b[1] / total), b[0]]
+        )
+    out.write(table(["self", "function", "inclusive", "function"], rows, right=(0, 2)) + "\n")
+    out.write("(all profiles: %s)\n" % Path(r["profile"]).parent)
+
+
+def _is_target(r: Dict[str, Any]) -> bool:
+    return (
+        r.get("clients") == TARGET_CLIENTS
+        and r.get("mode") == TARGET_MODE
+        and r.get("rate") == TARGET_RATE
+    )
+
+
+def _report(results: Dict[str, Any], out: TextIO) -> None:
+    ws, mq = results["websocket"], results["amqp"]
+    out.write("\n1. Websocket: latency from the fake FreeSWITCH's send to the client's receive\n")
+    rows = []
+    for r in ws:
+        rows.append(
+            [
+                str(r["clients"]),
+                r["mode"],
+                _fmt(r["rate"]),
+                _fmt(r.get("achieved_rate")),
+                _fmt(r.get("expected")),
+                _delivered(r),
+                _ms(r, "p50_ms", "{:.2f}"),
+                _ms(r, "p90_ms", "{:.2f}"),
+                _ms(r, "p99_ms", "{:.2f}"),
+                _ms(r, "max_ms", "{:.1f}"),
+                _fmt(r.get("closed_by_confd")),
+                r["status"],
+            ]
+        )
+    out.write(
+        table(
+            [
+                "clients",
+                "subscribed",
+                "rate/s",
+                "sent/s",
+                "to deliver",
+                "delivered",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "closed",
+                "status",
+            ],
+            rows,
+            right=tuple(range(2, 11)),
+        )
+        + "\n"
+    )
+    out.write(
+        "(subscribed: all = every client binds conference.event.*.* of the account, so each event\n"
+        " goes to every client; split = each client binds its share of the 200 conferences, so\n"
+        " each event goes to one client.  closed = connections confd closed (1013: too slow,\n"
+        " queue bound); an event not delivered counts as later than any: a percentile that\n"
+        " falls among those reads 'lost'.  sent/s below the rate: confd read its ESL socket\n"
+        " slower than that, and the fake FreeSWITCH's writes waited.)\n"
+    )
+    if mq:
+        out.write("\n2. AMQP: latency from the fake FreeSWITCH's send to the consumer's receive\n")
+        rows = []
+        for r in mq:
+            rows.append(
+                [
+                    _fmt(r["rate"]),
+                    _fmt(r.get("achieved_rate")),
+                    _fmt(r.get("expected")),
+                    _delivered(r),
+                    _ms(r, "p50_ms", "{:.2f}"),
+                    _ms(r, "p90_ms", "{:.2f}"),
+                    _ms(r, "p99_ms", "{:.2f}"),
+                    _ms(r, "max_ms", "{:.1f}"),
+                    _fmt(r.get("confd_amqp_dropped")),
+                    r["status"],
+                ]
+            )
+        out.write(
+            table(
+                [
+                    "rate/s",
+                    "sent/s",
+                    "to deliver",
+                    "delivered",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "buffer drops",
+                    "status",
+                ],
+                rows,
+                right=tuple(range(0, 9)),
+            )
+            + "\n"
+        )
+        out.write(
+            "(one exclusive queue bound %s to the conference exchange; confd publishes with\n"
+            " publisher confirms, persistent; buffer drops = events.amqp_buffer overflows)\n"
+            % AMQP_BINDING
+        )
+
+    out.write(
+        "\n3. CPU during the paced window, %% of one core (the machine has %d%%)\n"
+        % (100 * results["cores"])
+    )
+    rows = []
+    for r in ws + mq:
+        cpu = r.get("cpu_pct")
+        if not cpu:
+            continue
+        label = (
+            "websocket %d %s %d/s" % (r["clients"], r["mode"], r["rate"])
+            if "clients" in r
+            else "amqp %d/s" % r["rate"]
+        )
+        rows.append(
+            [
+                label,
+                _fmt(cpu["confd"]),
+                _fmt(cpu["feeder"]),
+                "%s (%d proc, max %s)"
+                % (_fmt(cpu["clients"]), r.get("consumer_procs", 0), _fmt(cpu["clients_max_proc"])),
+                _fmt(cpu["bench"]),
+                _fmt(cpu["other"]),
+                _fmt(cpu["machine"]),
+            ]
+        )
+    out.write(
+        table(
+            ["run", "confd", "feeder", "consumers", "bench", "others", "machine"],
+            rows,
+            right=(1, 2, 4, 5, 6),
+        )
+        + "\n"
+    )
+    out.write(
+        "(confd is one gevent thread: near 100% it is the bottleneck.  A consumer process near\n"
+        " 100% is itself saturated and its figures include its own queueing.  others = machine\n"
+        " busy time minus ours: RabbitMQ in the AMQP runs, anything else running.)\n"
+    )
+    busy_others = [
+        r["cpu_pct"]["other"]
+        for r in ws
+        if r.get("cpu_pct") and r["cpu_pct"]["other"] > OTHERS_WARNING
+    ]
+    if busy_others:
+        out.write(
+            "WARNING: in %d websocket run(s) other processes used %.0f-%.0f%% of a core: the\n"
+            "figures of those runs are pessimistic (confd had less CPU than the machine has).\n"
+            % (len(busy_others), min(busy_others), max(busy_others))
+        )
+    profiled = [r for r in ws + mq if r.get("profile")]
+    if profiled:
+        _report_profile(profiled, out)
+
+    target = next((r for r in ws if _is_target(r)), None)
+    p99 = target.get("p99_ms") if target else None
+    ok: Optional[bool] = None
+    if target is not None:
+        ok = p99 is not None and p99 < TARGET_P99_MS and target.get("status") == "ok"
+    results["targets"] = {
+        "ws_p99": {
+            "target": "p99 < %.0f ms at %d events/s, %d clients (%s), every event delivered"
+            % (TARGET_P99_MS, TARGET_RATE, TARGET_CLIENTS, TARGET_MODE),
+            "value": p99,
+            "pass": ok,
+        }
+    }
+    out.write("\nTarget\n")
+    measured = "-" if target is None else "%s ms, %s" % (_ms(target, "p99_ms"), target["status"])
+    out.write(
+        table(
+            ["target", "measured", "verdict"],
+            [
+                [
+                    results["targets"]["ws_p99"]["target"],
+                    measured,
+                    "n/a" if ok is None else ("PASS" if ok else "MISS"),
+                ]
+            ],
+        )
+        + "\n"
+    )
+    out.flush()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("feeder", "clients", "amqp-consumer"):
+        sys.exit(child_main(sys.argv[1:]))
+    sys.stderr.write("usage: python -m confd_tests.bench ws [--quick] [options]\n")
+    sys.exit(2)
