@@ -70,6 +70,8 @@ class Published:
     # conference (api.md), used only when no conference document has this id.
     account_hint: Optional[str] = None
     _json: Optional[str] = field(default=None, repr=False)
+    # Encoded websocket frames by binding, shared by every connection (events/websocket.py).
+    frames: Dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def json(self) -> str:
         """The body, serialised once however many clients receive it."""

@@ -32,6 +32,7 @@ from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import generate_accept_token
 
 from confd.events import shape
@@ -42,6 +43,7 @@ from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
 log = logging.getLogger(__name__)
 
 WEBSOCKET_PATH = "/v2/websocket"
+SEND_BATCH = 256  # events written in one send when a client's queue has a backlog
 WEBSOCKET_VERSION = "13"
 SOCKET_ENVIRON_KEY = "confd.websocket.socket"
 
@@ -193,6 +195,18 @@ def event_frame(binding: str, pub: shape.Published) -> str:
     ) + '"routing_key":%s,"data":%s}' % (json.dumps(pub.routing_key), pub.json())
 
 
+def encoded_event_frame(binding: str, pub: shape.Published) -> bytes:
+    """The websocket frame of an event for a binding, encoded once and shared by every
+    connection with that binding: no extension is ever negotiated and server frames are not
+    masked, so the bytes are the same on every connection."""
+    cache = pub.frames
+    data = cache.get(binding)
+    if data is None:
+        encoder = FrameProtocol(client=False, extensions=[])
+        data = cache[binding] = bytes(encoder.send_data(event_frame(binding, pub), fin=True))
+    return data
+
+
 # --- one connection ------------------------------------------------------------------------
 
 
@@ -292,6 +306,27 @@ class WebsocketSession:
             if self._dead:
                 raise _Closed()
             data = self.ws.send(event)
+            try:
+                with gevent.Timeout(timeout):
+                    self.sock.sendall(data)
+            except gevent.Timeout:
+                log.info("websocket %s: client not reading for %.0fs, aborting", self.name, timeout)
+                self._abort()
+                raise _Closed() from None
+            except OSError:
+                self._abort()
+                raise _Closed() from None
+        finally:
+            self._write_lock.release()
+
+    def _write_raw(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
+        """Pre-encoded data frames (see encoded_event_frame), in one send."""
+        if not self._write_lock.acquire(timeout=timeout):
+            self._abort()
+            raise _Closed()
+        try:
+            if self._dead or self._closing or self.ws.state != ConnectionState.OPEN:
+                raise _Closed()
             try:
                 with gevent.Timeout(timeout):
                     self.sock.sendall(data)
@@ -484,7 +519,16 @@ class WebsocketSession:
                     if self._closing:
                         return
                 if pub is not None:
-                    self._deliver(pub)
+                    # Everything already waiting goes out in one write.
+                    out = [self._frames_for(pub)]
+                    for _ in range(SEND_BATCH):
+                        more = self.subscriber.get(timeout=0)
+                        if more is None:
+                            break
+                        out.append(self._frames_for(more))
+                    data = b"".join(out)
+                    if data:
+                        self._write_raw(data)
         except _Closed:
             pass
         except Exception:  # noqa: BLE001 - one client's bug must not go unnoticed
@@ -499,9 +543,12 @@ class WebsocketSession:
         text = "too slow: more than %d events waiting" % self.subscriber.bound
         self.close(CLOSE_TRY_AGAIN, "too slow", notice(text, self._bindings()))
 
-    def _deliver(self, pub: shape.Published) -> None:
+    def _frames_for(self, pub: shape.Published) -> bytes:
+        """The frames this connection gets for ``pub``: one per matching subscription of an
+        account that owns the conference."""
         owner: Optional[str] = None
         resolved = False
+        out = []
         for sub in list(self.subscriptions.values()):
             if not sub.binding.matches(pub.conference_id, pub.call_id):
                 continue
@@ -515,7 +562,8 @@ class WebsocketSession:
                     resolved = True
                 if owner != sub.account_id:
                     continue
-            self.send_text(event_frame(sub.binding.text, pub))
+            out.append(encoded_event_frame(sub.binding.text, pub))
+        return b"".join(out)
 
 
 # --- the middleware ------------------------------------------------------------------------
