@@ -7,12 +7,13 @@ from typing import Any, Callable, Dict, Iterable, Tuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-MAX_ACTION_LABELS = 64
+MAX_ACTION_LABELS = 256
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._event_children: Dict[str, Any] = {}
+        self._children: Dict[tuple, Any] = {}
+        self._label_sets: Dict[int, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events_in = Counter(
@@ -95,14 +96,25 @@ class Metrics:
     def drop(self, queue: str, n: int = 1) -> None:
         self.queue_drops.labels(queue).inc(n)
 
-    def event(self, action: str) -> None:
-        # Called once per ESL event: keep the labelled child, the label lookup is not free.
-        child = self._event_children.get(action)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, kept: the label lookup is not free, and events and requests call
+        this once each.  Past MAX_ACTION_LABELS distinct label sets per metric, new ones count
+        under "other" (a bound on cardinality whatever a node or a client sends)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
         if child is None:
-            if len(self._event_children) >= MAX_ACTION_LABELS:
-                action = "other"  # a bound on label cardinality whatever a node sends
-            child = self._event_children[action] = self.events_in.labels(action or "unknown")
-        child.inc()
+            seen = self._label_sets.setdefault(id(metric), 0)
+            if seen >= MAX_ACTION_LABELS:
+                labels = tuple("other" for _ in labels)
+                key = (id(metric), labels)
+                child = self._children.get(key)
+            if child is None:
+                self._label_sets[id(metric)] = seen + 1
+                child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def event(self, action: str) -> None:
+        self._child(self.events_in, action or "unknown").inc()
 
     def command(self, action: str, result: str) -> None:
         self.commands.labels(action, result).inc()
@@ -112,13 +124,13 @@ class Metrics:
         self.node_connects.labels(node, "up" if connected else "down").inc()
 
     def event_published(self, event: str) -> None:
-        self.events_published.labels(event).inc()
+        self._child(self.events_published, event).inc()
 
     def websocket_closed(self, code: int) -> None:
         self.websocket_closes.labels(str(code)).inc()
 
     def request(self, route: str, method: str, status: int) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
+        self._child(self.http_requests, route, method, str(status)).inc()
 
     def render(self) -> tuple:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
