@@ -129,7 +129,7 @@ class NodeSupervisor:
             "host": self.settings.host,
             "port": self.settings.port,
             "connected": self.connected,
-            "since": datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)
+            "since": datetime.datetime.fromtimestamp(self.since, datetime.UTC)
             .isoformat()
             .replace("+00:00", "Z"),
             "conferences": conferences,

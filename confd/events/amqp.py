@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import logging
 import random
-import socket
 import time
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
@@ -65,11 +64,7 @@ def connection_params(url: str) -> Dict[str, Any]:
 
 
 def _iso(unix: float) -> str:
-    return (
-        datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
-        .isoformat()
-        .replace("+00:00", "Z")
-    )
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class AmqpPublisher:
@@ -226,7 +221,7 @@ class AmqpPublisher:
                 raise ConfirmFailed("no confirm within %.0fs" % CONFIRM_TIMEOUT)
             try:
                 self._conn.drain_events(timeout=remaining)
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:

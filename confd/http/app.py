@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -46,7 +47,11 @@ class ApiContext:
 def render(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:
     # orjson: a 1,000-participant conference is ~500 KB of JSON, which the standard encoder
     # takes ~5 ms to write on the event loop; orjson about a tenth of that.
-    resp = Response(orjson.dumps(body), status=status, mimetype="application/json")
+    try:
+        payload = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits, which a stored document may hold
+        payload = json.dumps(body).encode()
+    resp = Response(payload, status=status, mimetype="application/json")
     resp.headers[REQUEST_ID_HEADER] = body.get("request_id") or ""
     for k, v in (headers or {}).items():
         resp.headers[k] = v
@@ -89,6 +94,9 @@ def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask
 
     app = Flask("confd")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # "/v2//health" must be a 404 envelope, not Werkzeug's HTML redirect (which a client
+    # following it would answer by sending its action again).
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[DEFAULTS_EXTENSION] = ConferenceSchema().with_defaults({})
 

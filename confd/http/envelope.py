@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 
 def timestamp(now: Optional[datetime.datetime] = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

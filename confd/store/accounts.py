@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import peewee
@@ -41,7 +41,7 @@ def secret_hash(secret: str) -> str:
 
 
 def iso_utc(unix: float) -> str:
-    return datetime.fromtimestamp(unix, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(unix, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class AccountService:

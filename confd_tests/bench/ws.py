@@ -633,7 +633,7 @@ def amqp_main(a: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         try:
             conn.drain_events(timeout=0.02)
-        except socket.timeout:
+        except TimeoutError:
             pass
         except Exception as exc:  # noqa: BLE001
             error = "%s: %s" % (type(exc).__name__, exc)

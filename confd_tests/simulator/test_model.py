@@ -6,7 +6,7 @@ import ast
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import unquote
@@ -79,7 +79,7 @@ def load(name: str) -> Script:
         m = _LINE_RE.match(line)
         if m:
             when = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
-            epoch = when.replace(tzinfo=timezone.utc).timestamp()
+            epoch = when.replace(tzinfo=UTC).timestamp()
             for cmd in ast.literal_eval(m.group(2)).decode().split("\n\n"):
                 if cmd:
                     sends.append((epoch, cmd))
