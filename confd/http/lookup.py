@@ -55,9 +55,12 @@ def addressable(ctx: Any, name: str) -> bool:
     return True
 
 
-def live_kind(ctx: Any, account: Dict[str, Any], conf: Conference) -> Optional[str]:
+def live_kind(
+    ctx: Any, account: Dict[str, Any], conf: Conference, documented: Optional[bool] = None
+) -> Optional[str]:
     """``ad_hoc`` or ``orphan`` when this live conference without a document of ``account``
-    belongs to ``account`` that way; None otherwise (including when it has a document)."""
+    belongs to ``account`` that way; None otherwise (including when it has a document).
+    ``documented``: whether some account has a document of it, when the caller knows."""
     claimed = realtime.claimed_account(conf)
     if claimed == account["id"]:
         kind = KIND_AD_HOC
@@ -65,7 +68,9 @@ def live_kind(ctx: Any, account: Dict[str, Any], conf: Conference) -> Optional[s
         kind = KIND_ORPHAN
     else:
         return None
-    if ctx.store.conferences.get_any(conf.name) is not None:
+    if documented is None:
+        documented = ctx.store.conferences.get_any(conf.name) is not None
+    if documented:
         return None  # a document of some account owns it
     return kind
 
@@ -91,13 +96,19 @@ def find(ctx: Any, account: Dict[str, Any], conference_id: str) -> Target:
 def live_only(ctx: Any, account: Dict[str, Any], own_ids: Set[str]) -> List[Target]:
     """The account's ad-hoc conferences (and orphans, for an admin account), by id."""
     found: Dict[str, Target] = {}
-    for conf in ctx.control.conferences():
-        if conf.name in found or conf.name in own_ids or not addressable(ctx, conf.name):
+    candidates = [
+        conf.name
+        for conf in ctx.control.conferences()
+        if conf.name not in own_ids and addressable(ctx, conf.name)
+    ]
+    documented = ctx.store.conferences.owners(candidates)  # one query, not one per conference
+    for name in candidates:
+        if name in found:
             continue
-        live = ctx.control.live(conf.name)  # the instance actions go to
+        live = ctx.control.live(name)  # the instance actions go to
         if live is None:
             continue
-        kind = live_kind(ctx, account, live)
+        kind = live_kind(ctx, account, live, documented=name in documented)
         if kind is not None:
-            found[conf.name] = Target(conf.name, kind, None, live)
+            found[name] = Target(name, kind, None, live)
     return [found[name] for name in sorted(found)]

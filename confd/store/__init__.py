@@ -76,19 +76,25 @@ class WaitForLocks:
         deadline = self._deadline
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            give_up = time.monotonic() + deadline
-            delay = 0.002
-            while True:
-                try:
-                    return attr(*args, **kwargs)
-                except DatabaseUnavailable as exc:
-                    if not _locked(exc) or time.monotonic() + delay > give_up:
-                        raise
-                gevent.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            return retry_while_locked(attr, deadline, *args, **kwargs)
 
         call.__name__ = name
         return call
+
+
+def retry_while_locked(fn: Callable[..., Any], deadline: float, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, tried again (gevent.sleep between, with backoff) while another
+    connection holds SQLite's lock, for at most ``deadline`` seconds."""
+    give_up = time.monotonic() + deadline
+    delay = 0.002
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except (DatabaseUnavailable, peewee.OperationalError) as exc:
+            if not _locked(exc) or time.monotonic() + delay > give_up:
+                raise
+        gevent.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _locked(exc: Exception) -> bool:
@@ -125,10 +131,12 @@ class Store:
         self.models = make_models(db)
         accounts = AccountService(db, self.models, clock)
         conferences = ConferenceService(db, self.models, clock, schema)
+        wait = 0.0
         if is_sqlite(db) and db.database != SQLITE_MEMORY:
             wait = _share_one_sqlite_connection(db)
             accounts = WaitForLocks(accounts, wait)  # type: ignore[assignment]
             conferences = WaitForLocks(conferences, wait)  # type: ignore[assignment]
+        self._lock_wait = wait if is_sqlite(db) and db.database != SQLITE_MEMORY else None
         self.accounts = accounts
         self.conferences = conferences
 
@@ -141,6 +149,8 @@ class Store:
 
     def init_schema(self) -> int:
         """Create missing tables; raises ``SchemaTooNew`` for a newer database."""
+        if self._lock_wait is not None:
+            return retry_while_locked(init_schema, self._lock_wait, self.db, self.models)
         return init_schema(self.db, self.models)
 
     def close(self) -> None:

@@ -434,3 +434,14 @@ def test_list_unknown_account_and_bad_page_size(store, account_id):
     for bad in (0, -1, True, "2"):
         with pytest.raises(ValueError):
             store.conferences.list(account_id, page_size=bad)
+
+
+def test_owners_of_many_conference_ids_in_one_call(store, account_id):
+    other, _ = store.accounts.create_account("other")
+    mine = [store.conferences.create(account_id, {"name": "m%d" % i}).id for i in range(3)]
+    theirs = store.conferences.create(other["id"], {"name": "t"}).id
+    store.conferences.delete(account_id, mine[2])
+    unknown = "f" * 32
+    got = store.conferences.owners(mine + [theirs, unknown] + ["0" * 32] * 600)
+    assert got == {mine[0]: account_id, mine[1]: account_id, theirs: other["id"]}
+    assert store.conferences.owners([]) == {}
