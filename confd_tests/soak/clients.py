@@ -1,0 +1,234 @@
+"""``python -m confd_tests.soak clients``: websocket subscribers, one thread per connection.
+
+Each connection opens ``GET /v2/websocket`` and subscribes with websocket-client, then reads the
+raw socket in large pieces and splits the (unmasked) server frames itself, so that its cost per
+event is a slice and a prefix test: an event frame is counted, and one in VALIDATE_EVERY is
+decoded and checked (action, routing key, data).  Anything else confd sends (an error notice,
+a close frame, EOF) ends the connection and is reported: in a soak, each one is a failure.
+
+Commands (stdin): ``STOP``.  Reports (stdout): ``READY n``, ``STATUS <json>`` every
+STATUS_EVERY seconds, ``RESULT <json>`` after STOP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import socket
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from confd_tests.soak.proto import say, stdin_lines
+
+READ_CHUNK = 256 * 1024
+STATUS_EVERY = 0.5
+VALIDATE_EVERY = 500
+CONNECT_TIMEOUT = 15.0
+JOIN_WAIT = 3.0
+EVENT_PREFIX = b'{"action":"event"'
+ROUTING_PREFIX = "conference.event."
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING = 1, 8, 9
+
+
+class Frames:
+    """Server-to-client websocket frames (RFC 6455: never masked) from a byte stream;
+    ``feed`` returns whole messages as ``(opcode, payload)``."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._parts: List[bytes] = []
+        self._opcode = 0
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
+        out: List[Tuple[int, bytes]] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            if b1 & 0x80:
+                raise ValueError("a server frame must not be masked")
+            n, head = b1 & 0x7F, 2
+            if n == 126:
+                if end - pos < 4:
+                    break
+                n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif n == 127:
+                if end - pos < 10:
+                    break
+                n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if end - pos < head + n:
+                break
+            payload = buf[pos + head : pos + head + n]
+            pos += head + n
+            opcode, fin = b0 & 0x0F, b0 & 0x80
+            if opcode >= 8:  # control frames come whole, even between fragments
+                out.append((opcode, payload))
+                continue
+            if opcode:
+                self._opcode, self._parts = opcode, []
+            if not fin:
+                self._parts.append(payload)
+                continue
+            if self._parts:
+                payload, self._parts = b"".join(self._parts + [payload]), []
+            out.append((self._opcode if opcode == 0 else opcode, payload))
+        self._buf = buf[pos:]
+        return out
+
+
+def check_event(payload: bytes) -> Optional[str]:
+    """Why an event frame is not what events.md describes, or None when it is."""
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return "event frame is not JSON"
+    data = msg.get("data")
+    if not isinstance(data, dict):
+        return "event without data"
+    key = msg.get("routing_key")
+    if not isinstance(key, str) or not key.startswith(ROUTING_PREFIX):
+        return "bad routing_key %r" % (key,)
+    if msg.get("name") != data.get("event"):
+        return "name %r differs from data.event %r" % (msg.get("name"), data.get("event"))
+    return None
+
+
+class Client(threading.Thread):
+    def __init__(self, index: int, url: str, token: str, account: str, binding: str) -> None:
+        super().__init__(name="ws-%d" % index, daemon=True)
+        self.index = index
+        self.url = url
+        self.token = token
+        self.account = account
+        self.binding = binding
+        self.sock: Optional[socket.socket] = None
+        self.received = 0
+        self.ended: Optional[str] = None  # why the connection ended, when it did
+        self.invalid: Optional[str] = None  # the first malformed event seen
+        self.stopping = False
+
+    def connect(self) -> None:
+        import websocket
+
+        ws = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT)
+        ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe",
+                    "auth_token": self.token,
+                    "request_id": "soak-%d" % self.index,
+                    "data": {"account_id": self.account, "binding": self.binding},
+                }
+            )
+        )
+        answer = json.loads(ws.recv())
+        if answer.get("status") != "success":
+            raise RuntimeError("subscribe refused: %s" % answer)
+        # websocket-client reads exactly one frame at a time: nothing is left in its buffer.
+        self.sock = ws.sock
+        self.sock.settimeout(None)
+        self._ws = ws  # keeps the object (and so the socket) alive
+
+    def run(self) -> None:
+        assert self.sock is not None
+        frames = Frames()
+        recv = self.sock.recv
+        try:
+            while True:
+                data = recv(READ_CHUNK)
+                if not data:
+                    self.ended = "EOF"
+                    return
+                for opcode, payload in frames.feed(data):
+                    if opcode == OPCODE_TEXT and payload.startswith(EVENT_PREFIX):
+                        self.received += 1
+                        if self.received % VALIDATE_EVERY == 1 and self.invalid is None:
+                            self.invalid = check_event(payload)
+                    elif opcode == OPCODE_CLOSE:
+                        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                        self.ended = "close frame %s %s" % (
+                            code,
+                            payload[2:].decode(errors="replace"),
+                        )
+                        return
+                    elif opcode == OPCODE_TEXT:
+                        self.ended = "message: %s" % payload[:200].decode(errors="replace")
+                        return
+                    elif opcode != OPCODE_PING:
+                        self.ended = "unexpected opcode %d" % opcode
+                        return
+        except (OSError, ValueError) as exc:
+            self.ended = "%s: %s" % (type(exc).__name__, exc)
+        finally:
+            if self.stopping:
+                self.ended = None  # we shut it ourselves
+
+    def shut(self) -> None:
+        self.stopping = True
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _report(clients: List[Client]) -> Dict[str, Any]:
+    return {
+        "received": [c.received for c in clients],
+        "ended": [c.ended for c in clients],
+        "invalid": [c.invalid for c in clients if c.invalid],
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m confd_tests.soak clients")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--token", required=True)
+    ap.add_argument("--account", required=True)
+    ap.add_argument("--first", type=int, default=0, help="index of the first connection")
+    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--binding", default="conference.event.*.*")
+    a = ap.parse_args(argv)
+    clients = [Client(a.first + i, a.url, a.token, a.account, a.binding) for i in range(a.count)]
+    try:
+        for c in clients:
+            c.connect()
+    except Exception as exc:  # noqa: BLE001 - told to the parent, which fails the soak
+        say("ERROR cannot subscribe: %s: %s" % (type(exc).__name__, exc))
+        return 1
+    for c in clients:
+        c.start()
+    say("READY", len(clients))
+    lines = stdin_lines()
+    while True:
+        try:
+            line = lines.get(timeout=STATUS_EVERY)
+        except queue.Empty:
+            line = ""
+        say("STATUS", _report(clients))
+        if line is None or line == "STOP":
+            break
+    ended_before = [c.ended for c in clients]
+    for c in clients:
+        c.shut()
+    for c in clients:
+        c.join(JOIN_WAIT)
+    result = _report(clients)
+    result["ended"] = ended_before
+    say("RESULT", result)
+    # The parent reads RESULT then closes our stdin; stay until then so it can read in peace.
+    deadline = time.monotonic() + JOIN_WAIT
+    while time.monotonic() < deadline:
+        try:
+            if lines.get(timeout=0.1) is None:
+                break
+        except queue.Empty:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
