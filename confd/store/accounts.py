@@ -31,6 +31,8 @@ TOKEN_BYTES = 32  # 64 hex characters
 
 # Compared against when a lookup finds nothing, so a miss costs the same comparison as a hit.
 _NO_MATCH_HASH = "0" * 64
+TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_SIZE = 10_000
 
 Clock = Callable[[], float]
 
@@ -51,6 +53,7 @@ class AccountService:
         self._db = db
         self._m = models
         self._clock = clock
+        self._token_cache: dict[str, tuple[dict[str, Any], float]] = {}
 
     # -- accounts ----------------------------------------------------------------------------
 
@@ -106,6 +109,7 @@ class AccountService:
         when a key may have leaked, and tokens minted with it are just as suspect.
         """
         api_key = secrets.token_hex(API_KEY_BYTES)
+        self._token_cache.clear()  # its tokens are revoked below
         acc = self._m.account
         with db_session(self._db), self._db.atomic():
             updated = (
@@ -153,16 +157,27 @@ class AccountService:
         if not isinstance(token, str) or not token:
             raise InvalidCredentials()
         wanted = secret_hash(token)
+        now = self._clock()
+        cached = self._token_cache.get(wanted)
+        if cached is not None and now < cached[1]:
+            return dict(cached[0])
         tok, acc = self._m.token, self._m.account
         with db_session(self._db):
             row = tok.select(tok, acc).join(acc).where(tok.token_hash == wanted).get_or_none()
             stored = row.token_hash if row is not None else _NO_MATCH_HASH
             if not hmac.compare_digest(stored, wanted) or row is None:
                 raise InvalidCredentials()
-            if row.expires_at <= self._clock():
+            if row.expires_at <= now:
                 tok.delete().where(tok.token_hash == wanted).execute()
                 raise InvalidCredentials()
-            return self._account_dict(row.account)
+            account = self._account_dict(row.account)
+        # Every request checks its token: remember a valid one briefly (never past its expiry).
+        # A revocation in this process clears it at once; one made by another process (the
+        # accounts CLI) takes effect within TOKEN_CACHE_SECONDS.
+        if len(self._token_cache) >= TOKEN_CACHE_SIZE:
+            self._token_cache.pop(next(iter(self._token_cache)))
+        self._token_cache[wanted] = (account, min(now + TOKEN_CACHE_SECONDS, row.expires_at))
+        return dict(account)
 
     def token_expiry(self, token: str) -> float | None:
         """When a token expires (Unix time), or None for an unknown token."""
@@ -173,6 +188,7 @@ class AccountService:
 
     def revoke_token(self, token: str) -> None:
         """Forget a token (no error if it is unknown)."""
+        self._token_cache.pop(secret_hash(token), None)
         tok = self._m.token
         with db_session(self._db):
             tok.delete().where(tok.token_hash == secret_hash(token)).execute()

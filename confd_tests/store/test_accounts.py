@@ -8,7 +8,7 @@ import re
 import pytest
 
 from confd.store import InvalidCredentials, NotFound, Store
-from confd.store.accounts import secret_hash
+from confd.store.accounts import TOKEN_CACHE_SECONDS, secret_hash
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -168,3 +168,29 @@ def test_token_expiry_is_reported(store, clock):
     token = store.accounts.issue_token(account["id"], ttl=60)
     assert store.accounts.token_expiry(token) == clock() + 60
     assert store.accounts.token_expiry("f" * 64) is None
+
+
+def test_token_cache_never_outlives_expiry_or_revocation(store, clock, database_url):
+    account, _ = store.accounts.create_account("acme")
+    short = store.accounts.issue_token(account["id"], ttl=2)
+    assert store.accounts.check_token(short)["id"] == account["id"]  # now cached
+    clock.advance(2.5)
+    with pytest.raises(InvalidCredentials):  # expired, cached or not
+        store.accounts.check_token(short)
+
+    token = store.accounts.issue_token(account["id"], ttl=3600)
+    assert store.accounts.check_token(token)["id"] == account["id"]
+    store.accounts.revoke_token(token)  # in this process: at once
+    with pytest.raises(InvalidCredentials):
+        store.accounts.check_token(token)
+
+    token = store.accounts.issue_token(account["id"], ttl=3600)
+    assert store.accounts.check_token(token)["id"] == account["id"]
+    other = Store.from_url(database_url, clock=clock)  # another process, e.g. the CLI
+    try:
+        other.accounts.rotate_key(account["id"])
+    finally:
+        other.close()
+    clock.advance(TOKEN_CACHE_SECONDS + 0.1)  # elsewhere: within the cache's few seconds
+    with pytest.raises(InvalidCredentials):
+        store.accounts.check_token(token)
