@@ -86,6 +86,7 @@ class Daemon:
                 self.state,
                 self.builder,
                 publish=self._publish,
+                wants_updates=self.hub.has_consumers,
                 on_event_taken=self.metrics.event,
                 on_status=lambda node: self.metrics.node_state(node.name, node.connected),
             )

@@ -53,7 +53,10 @@ class LiveState:
 
     # --- the only writer ---------------------------------------------------------------------
 
-    def apply(self, node: str, change: ev.Change) -> List[Update]:
+    def apply(self, node: str, change: ev.Change, report: bool = True) -> List[Update]:
+        """Apply ``change``; returns the updates made.  ``report=False`` (nobody listens) skips
+        building the updates of flag changes -- most of the traffic -- but never those of joins,
+        leaves and conference changes."""
         confs = self._nodes.setdefault(node, {})
         if isinstance(change, ev.MemberFlags):
             conf = confs.get(change.conference_uuid)
@@ -63,6 +66,8 @@ class LiveState:
                 # (its headers are complete), so it is taken as a join.
                 return self._member_event(node, confs, change.full())
             known.__dict__.update(change.flags)
+            if not report:
+                return []
             return [Update(change.action, node, _detached(conf), _clone(known))]
         if isinstance(change, ev.MemberEvent):
             return self._member_event(node, confs, change)

@@ -72,7 +72,8 @@ class NodeSupervisor:
         state: LiveState,
         builder: CommandBuilder,
         *,
-        publish: Callable[[List[Update]], None] = lambda updates: None,
+        publish: Optional[Callable[[List[Update]], None]] = None,
+        wants_updates: Callable[[], bool] = lambda: True,
         on_event_taken: Callable[[str], None] = lambda action: None,
         on_status: Callable[[NodeSupervisor], None] = lambda node: None,
         rng: Optional[random.Random] = None,
@@ -82,7 +83,9 @@ class NodeSupervisor:
         self.name = settings.name
         self._state = state
         self._builder = builder
-        self._publish = publish
+        self._publish = publish or (lambda updates: None)
+        # Whether anyone consumes flag updates right now (no publish: nobody ever does).
+        self._wants_updates = wants_updates if publish is not None else (lambda: False)
         self._on_event_taken = on_event_taken
         self._on_status = on_status
         self._rng = rng or random.Random()
@@ -293,7 +296,7 @@ class NodeSupervisor:
             self._apply(change)
 
     def _apply(self, change: ev.Change) -> None:
-        updates = self._state.apply(self.name, change)
+        updates = self._state.apply(self.name, change, self._wants_updates())
         if updates:
             self._publish(updates)
 

@@ -151,6 +151,10 @@ class EventHub:
 
     # --- the intake side -----------------------------------------------------------------------
 
+    def has_consumers(self) -> bool:
+        """Whether any subscriber or sink would take an event now (cheap: intake asks)."""
+        return bool(self._subscribers or self._sinks)
+
     def publish(self, updates: List[Update]) -> None:
         """Called on the intake path with the updates one change made; never blocks."""
         for u in updates:
