@@ -299,34 +299,27 @@ class WebsocketSession:
     # --- writing -------------------------------------------------------------------------------
 
     def _write(self, event: Any, timeout: float = WRITE_TIMEOUT) -> None:
-        if not self._write_lock.acquire(timeout=timeout):
-            self._abort()
-            raise _Closed()
-        try:
-            if self._dead:
-                raise _Closed()
-            data = self.ws.send(event)
-            try:
-                with gevent.Timeout(timeout):
-                    self.sock.sendall(data)
-            except gevent.Timeout:
-                log.info("websocket %s: client not reading for %.0fs, aborting", self.name, timeout)
-                self._abort()
-                raise _Closed() from None
-            except OSError:
-                self._abort()
-                raise _Closed() from None
-        finally:
-            self._write_lock.release()
+        """A wsproto event (message, close), encoded by this connection's wsproto state."""
+        self._send(lambda: self.ws.send(event), lambda: self._dead, timeout)
 
     def _write_raw(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
-        """Pre-encoded data frames (see encoded_event_frame), in one send."""
+        """Pre-encoded data frames (see encoded_event_frame), in one send; never after the
+        close frame."""
+
+        def gone() -> bool:
+            return self._dead or self._closing or self.ws.state != ConnectionState.OPEN
+
+        self._send(lambda: data, gone, timeout)
+
+    def _send(self, encode: Callable[[], bytes], gone: Callable[[], bool], timeout: float) -> None:
+        """One write at a time; a client that does not read for ``timeout`` is cut off."""
         if not self._write_lock.acquire(timeout=timeout):
             self._abort()
             raise _Closed()
         try:
-            if self._dead or self._closing or self.ws.state != ConnectionState.OPEN:
+            if gone():
                 raise _Closed()
+            data = encode()
             try:
                 with gevent.Timeout(timeout):
                     self.sock.sendall(data)
