@@ -239,6 +239,52 @@ def _api_response(body: bytes) -> bytes:
     return p.encode_frame({"Content-Type": p.API_RESPONSE}, body)
 
 
+def serve_esl(sock, on_subscribed_json_list) -> None:
+    """Speak just enough mod_event_socket on ``sock`` for a confd node: auth, the subscription,
+    ``json_list`` answered ``[]``, ``+OK`` to other api commands.  The first ``json_list`` on a
+    subscribed connection calls ``on_subscribed_json_list(sock, lock)``, which starts the
+    stream; whoever writes to ``sock`` takes ``lock`` so that frames never interleave."""
+    from gevent import socket
+    from gevent.lock import Semaphore
+
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lock = Semaphore()
+
+    def send(data: bytes) -> None:
+        with lock:
+            sock.sendall(data)
+
+    parser = p.CommandParser()
+    subscribed = False
+    try:
+        send(p.encode_frame({"Content-Type": p.AUTH_REQUEST}))
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            for cmd in parser.feed(data):
+                line = cmd.line
+                if line.startswith("auth "):
+                    send(_reply("+OK accepted"))
+                elif line.startswith("event "):
+                    subscribed = True
+                    send(_reply("+OK event listener enabled plain"))
+                elif line.startswith("api "):
+                    listing = "json_list" in line
+                    send(_api_response(b"[]" if listing else b"+OK\n"))
+                    if subscribed and listing:
+                        on_subscribed_json_list(sock, lock)
+                elif line == "exit":
+                    send(_reply("+OK bye"))
+                    return
+                else:
+                    send(_reply("-ERR command not found"))
+    except OSError:
+        return
+    finally:
+        sock.close()
+
+
 class Feeder:
     def __init__(self, data: bytes, ends: List[int], mode: str, rate: float, count: int) -> None:
         self.data = memoryview(data)
@@ -256,48 +302,14 @@ class Feeder:
         server.serve_forever()
 
     def _handle(self, sock, _addr) -> None:
-        from gevent import socket
-        from gevent.lock import Semaphore
+        def stream(sock, lock) -> None:
+            if not self.streamed:
+                self.streamed = True
+                import gevent
 
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lock = Semaphore()  # replies and stream chunks must never interleave mid-frame
+                gevent.spawn(self._stream, sock, lock)
 
-        def send(data: bytes) -> None:
-            with lock:
-                sock.sendall(data)
-
-        parser = p.CommandParser()
-        subscribed = False
-        try:
-            send(p.encode_frame({"Content-Type": p.AUTH_REQUEST}))
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                for cmd in parser.feed(data):
-                    line = cmd.line
-                    if line.startswith("auth "):
-                        send(_reply("+OK accepted"))
-                    elif line.startswith("event "):
-                        subscribed = True
-                        send(_reply("+OK event listener enabled plain"))
-                    elif line.startswith("api "):
-                        body = b"[]" if "json_list" in line else b"+OK\n"
-                        send(_api_response(body))
-                        if subscribed and not self.streamed and "json_list" in line:
-                            self.streamed = True
-                            import gevent
-
-                            gevent.spawn(self._stream, sock, lock)
-                    elif line == "exit":
-                        send(_reply("+OK bye"))
-                        return
-                    else:
-                        send(_reply("-ERR command not found"))
-        except OSError:
-            return
-        finally:
-            sock.close()
+        serve_esl(sock, stream)
 
     def _stream(self, sock, lock) -> None:
         import gevent

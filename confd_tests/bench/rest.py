@@ -255,48 +255,15 @@ class RestFeeder:
 
     def _handle(self, sock, _addr) -> None:
         import gevent
-        from gevent.lock import Semaphore
 
-        from confd.esl import protocol as p
-        from confd_tests.bench.feeder import _api_response, _reply
+        from confd_tests.bench.feeder import serve_esl
 
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lock = Semaphore()  # replies and stream data must never interleave mid-frame
+        def stream(sock, lock) -> None:
+            if not self.streaming:
+                self.streaming = True
+                gevent.spawn(self._stream, sock, lock)
 
-        def send(data: bytes) -> None:
-            with lock:
-                sock.sendall(data)
-
-        parser = p.CommandParser()
-        subscribed = False
-        try:
-            send(p.encode_frame({"Content-Type": p.AUTH_REQUEST}))
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                for cmd in parser.feed(data):
-                    line = cmd.line
-                    if line.startswith("auth "):
-                        send(_reply("+OK accepted"))
-                    elif line.startswith("event "):
-                        subscribed = True
-                        send(_reply("+OK event listener enabled plain"))
-                    elif line.startswith("api "):
-                        listing = "json_list" in line
-                        send(_api_response(b"[]" if listing else b"+OK\n"))
-                        if subscribed and listing and not self.streaming:
-                            self.streaming = True
-                            gevent.spawn(self._stream, sock, lock)
-                    elif line == "exit":
-                        send(_reply("+OK bye"))
-                        return
-                    else:
-                        send(_reply("-ERR command not found"))
-        except OSError:
-            return
-        finally:
-            sock.close()
+        serve_esl(sock, stream)
 
     def _stream(self, sock, lock) -> None:
         import gevent
