@@ -340,53 +340,19 @@ class StampFeeder:
 
     def _handle(self, sock, _addr) -> None:
         import gevent
-        from gevent.lock import Semaphore
 
-        from confd.esl import protocol as p
+        from confd_tests.bench.feeder import serve_esl
 
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lock = Semaphore()  # replies and events must never interleave mid-frame
+        def stream(sock, lock) -> None:
+            if self.events is None:
+                self.events = (sock, lock)
+                gevent.spawn(self._joins)
 
-        def send(data: bytes) -> None:
-            with lock:
-                sock.sendall(data)
-
-        def reply(text: str) -> None:
-            send(p.encode_frame({"Content-Type": p.COMMAND_REPLY, "Reply-Text": text}))
-
-        parser = p.CommandParser()
-        subscribed = False
         try:
-            send(p.encode_frame({"Content-Type": p.AUTH_REQUEST}))
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                for cmd in parser.feed(data):
-                    line = cmd.line
-                    if line.startswith("auth "):
-                        reply("+OK accepted")
-                    elif line.startswith("event "):
-                        subscribed = True
-                        reply("+OK event listener enabled plain")
-                    elif line.startswith("api "):
-                        listing = "json_list" in line
-                        body = b"[]" if listing else b"+OK\n"
-                        send(p.encode_frame({"Content-Type": p.API_RESPONSE}, body))
-                        if subscribed and listing and self.events is None:
-                            self.events = (sock, lock)
-                            gevent.spawn(self._joins)
-                    elif line == "exit":
-                        reply("+OK bye")
-                        return
-                    else:
-                        reply("-ERR command not found")
-        except OSError:
-            return
+            serve_esl(sock, stream)
         finally:
             if self.events is not None and self.events[0] is sock:
                 self.error = "confd closed the event connection"
-            sock.close()
 
     def _joins(self) -> None:
         assert self.events is not None
