@@ -55,6 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, table
 from confd_tests.bench.intake import _fmt, _Lines, _stop, _verdict
+from confd_tests.loadtools import proc_cpu
 
 DESCRIPTION = "REST GET of a 20- and a 1,000-participant conference under 5,000 events/s"
 
@@ -495,16 +496,6 @@ def _wait(what: str, check, timeout: float = STEP_TIMEOUT, every: float = 0.1) -
     )
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a running process, from /proc."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -757,8 +748,12 @@ class Bench:
         """One load run against the ``size`` conference, with what the processes did meanwhile."""
         assert self.daemon and self.feeder and self.feeder_lines
         seconds = seconds or self.s["seconds"]
-        ev0, cpu0, ch0 = _events_taken(self.port), _proc_cpu(self.daemon.pid), _children_cpu()
-        fd0 = _proc_cpu(self.feeder.pid)
+        ev0, cpu0, ch0 = (
+            _events_taken(self.port),
+            (proc_cpu(self.daemon.pid) or 0.0),
+            _children_cpu(),
+        )
+        fd0 = proc_cpu(self.feeder.pid) or 0.0
         sent0 = self.feeder_lines.sent
         t0 = time.monotonic()
         if client == "wrk":
@@ -771,8 +766,8 @@ class Bench:
         r["events_per_s_confd"] = (_events_taken(self.port) - ev0) / wall
         if sent0 and sent1 and sent1[0] > sent0[0]:
             r["events_per_s_sent"] = (sent1[1] - sent0[1]) / (sent1[0] - sent0[0])
-        r["cpu_pct_daemon"] = 100.0 * (_proc_cpu(self.daemon.pid) - cpu0) / wall
-        r["cpu_pct_feeder"] = 100.0 * (_proc_cpu(self.feeder.pid) - fd0) / wall
+        r["cpu_pct_daemon"] = 100.0 * ((proc_cpu(self.daemon.pid) or 0.0) - cpu0) / wall
+        r["cpu_pct_feeder"] = 100.0 * ((proc_cpu(self.feeder.pid) or 0.0) - fd0) / wall
         r["cpu_pct_client"] = 100.0 * (_children_cpu() - ch0) / wall
         return r
 

@@ -44,7 +44,6 @@ import json
 import os
 import queue
 import random
-import resource
 import signal
 import socket
 import subprocess
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, table
+from confd_tests.loadtools import machine_busy, proc_cpu, self_cpu, stdin_lines, subscribe
 
 DESCRIPTION = "event latency: fake FreeSWITCH -> confd -> websocket clients / AMQP consumer"
 
@@ -273,19 +273,6 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _stdin_lines() -> queue.Queue[Optional[str]]:
-    """The parent's lines, read by a native thread; None at end of input (parent gone)."""
-    lines: queue.Queue[Optional[str]] = queue.Queue()
-
-    def read() -> None:
-        for line in sys.stdin:
-            lines.put(line.strip())
-        lines.put(None)
-
-    threading.Thread(target=read, name="stdin", daemon=True).start()
-    return lines
-
-
 # --- the fake FreeSWITCH ---------------------------------------------------------------------
 
 
@@ -324,7 +311,7 @@ class StampFeeder:
         server = StreamServer(("127.0.0.1", 0), self._handle)
         server.start()
         _say("PORT %d" % server.server_port)
-        lines = _stdin_lines()
+        lines = stdin_lines()
         while True:
             try:
                 line = lines.get_nowait()
@@ -444,26 +431,14 @@ class _WsClient(threading.Thread):
         self.ended = threading.Event()
 
     def connect(self) -> None:
-        import websocket
-
-        ws = websocket.create_connection(self.url, timeout=READY_TIMEOUT)
-        ws.send(
-            json.dumps(
-                {
-                    "action": "subscribe",
-                    "auth_token": self.token,
-                    "request_id": "s%d" % self.index,
-                    "data": {"account_id": self.account, "bindings": self.bindings},
-                }
-            )
-        )
-        answer = json.loads(ws.recv())
-        if answer.get("status") != "success":
-            raise RuntimeError("subscribe refused: %s" % answer)
-        # websocket-client reads exactly one frame at a time, so nothing is left in its buffer.
-        self.sock = ws.sock
-        self.sock.settimeout(None)
-        self._ws = ws  # keeps the object (and so the socket) alive
+        self._ws, self.sock = subscribe(
+            self.url,
+            self.token,
+            self.account,
+            "s%d" % self.index,
+            READY_TIMEOUT,
+            bindings=self.bindings,
+        )  # self._ws keeps the object (and so the socket) alive
 
     def run(self) -> None:
         assert self.sock is not None
@@ -531,7 +506,7 @@ def clients_main(a: argparse.Namespace) -> int:
         c.start()
     _say("READY %d" % len(clients))
     expected: Optional[List[int]] = None
-    lines = _stdin_lines()
+    lines = stdin_lines()
     deadline = time.monotonic() + a.deadline
     while time.monotonic() < deadline:
         try:
@@ -594,7 +569,7 @@ def amqp_main(a: argparse.Namespace) -> int:
     _say("READY 1")
     expected: Optional[int] = None
     error = None
-    lines = _stdin_lines()
+    lines = stdin_lines()
     deadline = time.monotonic() + a.deadline
     while time.monotonic() < deadline:
         try:
@@ -670,32 +645,6 @@ def _die_with_parent() -> None:
         pass
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> Optional[float]:
-    """utime + stime of a process, seconds (None once it is gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _machine_busy() -> float:
-    """CPU seconds spent busy by the whole machine (all cores) since boot."""
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / _TICKS
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 class Child:
     """A child process with its stdout lines collected by a thread, so waits have timeouts."""
 
@@ -757,7 +706,7 @@ class Child:
             pass  # it is gone; the next wait_for says so
 
     def cpu(self) -> Optional[float]:
-        return _proc_cpu(self.proc.pid)
+        return proc_cpu(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.stdin is not None:
@@ -1005,14 +954,14 @@ class Run:
     def measure(self, rate: int, count: int, drain: float) -> Dict[str, Any]:
         procs = {"confd": [self.daemon], "feeder": [self.feeder], "clients": self.consumer_procs}
         cpu0 = {k: [c.cpu() for c in v] for k, v in procs.items()}
-        busy0, self0, t0 = _machine_busy(), _self_cpu(), time.monotonic()
+        busy0, self0, t0 = machine_busy(), self_cpu(), time.monotonic()
         spy = self._py_spy(count / rate)
         self.feeder.say("GO %d %d" % (rate, count))
         done = json.loads(self.feeder.wait_for("DONE ", count / rate * 3 + STEP_TIMEOUT))
         wall = time.monotonic() - t0
         cpu1 = {k: [c.cpu() for c in v] for k, v in procs.items()}
-        busy = _machine_busy() - busy0
-        own = _self_cpu() - self0
+        busy = machine_busy() - busy0
+        own = self_cpu() - self0
         if spy is not None:
             try:
                 spy.wait(STEP_TIMEOUT)

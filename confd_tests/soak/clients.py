@@ -21,7 +21,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from confd_tests.soak.proto import say, stdin_lines
+from confd_tests.loadtools import stdin_lines, subscribe
+from confd_tests.soak.proto import say
 
 READ_CHUNK = 256 * 1024
 STATUS_EVERY = 0.5
@@ -111,26 +112,14 @@ class Client(threading.Thread):
         self.stopping = False
 
     def connect(self) -> None:
-        import websocket
-
-        ws = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT)
-        ws.send(
-            json.dumps(
-                {
-                    "action": "subscribe",
-                    "auth_token": self.token,
-                    "request_id": "soak-%d" % self.index,
-                    "data": {"account_id": self.account, "binding": self.binding},
-                }
-            )
-        )
-        answer = json.loads(ws.recv())
-        if answer.get("status") != "success":
-            raise RuntimeError("subscribe refused: %s" % answer)
-        # websocket-client reads exactly one frame at a time: nothing is left in its buffer.
-        self.sock = ws.sock
-        self.sock.settimeout(None)
-        self._ws = ws  # keeps the object (and so the socket) alive
+        self._ws, self.sock = subscribe(
+            self.url,
+            self.token,
+            self.account,
+            "soak-%d" % self.index,
+            CONNECT_TIMEOUT,
+            binding=self.binding,
+        )  # self._ws keeps the object (and so the socket) alive
 
     def run(self) -> None:
         assert self.sock is not None

@@ -40,7 +40,8 @@ import gevent
 
 from confd.simulator.model import ConferenceModel
 from confd.simulator.server import FakeFreeSwitch
-from confd_tests.soak.proto import say, stdin_lines
+from confd_tests.loadtools import stdin_lines
+from confd_tests.soak.proto import say
 
 log = logging.getLogger(__name__)
 

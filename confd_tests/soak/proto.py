@@ -37,19 +37,6 @@ def say(word: str, payload: Any = "") -> None:
     sys.stdout.flush()
 
 
-def stdin_lines() -> queue.Queue[Optional[str]]:
-    """The parent's lines, read by a native thread; None at end of input (parent gone)."""
-    lines: queue.Queue[Optional[str]] = queue.Queue()
-
-    def read() -> None:
-        for line in sys.stdin:
-            lines.put(line.strip())
-        lines.put(None)
-
-    threading.Thread(target=read, name="stdin", daemon=True).start()
-    return lines
-
-
 # --- parent side -----------------------------------------------------------------------------
 
 

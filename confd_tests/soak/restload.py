@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from confd_tests.soak.proto import say, stdin_lines
+from confd_tests.loadtools import stdin_lines
+from confd_tests.soak.proto import say
 
 MIX = (("list", 30), ("get", 35), ("participants", 25), ("action", 10))
 TIMEOUT = 10.0

@@ -23,7 +23,6 @@ import argparse
 import http.client
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
+from confd_tests.loadtools import machine_busy, proc_cpu, self_cpu
 from confd_tests.soak import REPO_ROOT, checks
 from confd_tests.soak.proto import Child, ChildFailed
 
@@ -183,31 +183,6 @@ def rss_mb(pid: int) -> Optional[float]:
     except OSError:
         return None
     return None
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> Optional[float]:
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine (all cores) spent busy since boot."""
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / _TICKS
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _wait(what: str, predicate, timeout: float, daemon: Optional[Child] = None) -> Any:
@@ -515,8 +490,8 @@ class Soak:
         rate = a.talk_rate if a.fixed_rate else max(MIN_RATE, a.talk_rate * START_SHARE)
         self._set_rate(rate)
         pids = self._pids()
-        cpu0 = {k: [cpu_s(p) for p in v] for k, v in pids.items()}
-        self_cpu0 = _self_cpu()
+        cpu0 = {k: [proc_cpu(p) for p in v] for k, v in pids.items()}
+        self_cpu0 = self_cpu()
         busy0 = machine_busy()
         spy = self._py_spy(seconds)
         if self.rest_proc is not None:
@@ -586,12 +561,12 @@ class Soak:
                 self._progress(now - t0, rate)
             time.sleep(0.05)
         self.load_s = time.monotonic() - t0
-        cpu1 = {k: [cpu_s(p) for p in v] for k, v in pids.items()}
+        cpu1 = {k: [proc_cpu(p) for p in v] for k, v in pids.items()}
         self.cpu = {
             k: sum((b or 0) - (x or 0) for x, b in zip(cpu0[k], cpu1[k])) / self.load_s * 100.0
             for k in pids
         }
-        self.cpu["conductor"] = (_self_cpu() - self_cpu0) / self.load_s * 100.0
+        self.cpu["conductor"] = (self_cpu() - self_cpu0) / self.load_s * 100.0
         machine = (machine_busy() - busy0) / self.load_s * 100.0
         self.cpu["others"] = max(0.0, machine - sum(self.cpu.values()))
         self.cpu["machine"] = machine

@@ -1,0 +1,72 @@
+"""What the benchmarks and the soak share: the child processes' stdin protocol, CPU and
+memory readings from /proc, and a websocket client subscribed the confd way."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import sys
+import threading
+from typing import Any, Optional
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stdin_lines() -> queue.Queue[Optional[str]]:
+    """The parent's lines, read by a native thread; None at end of input (parent gone)."""
+    lines: queue.Queue[Optional[str]] = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return lines
+
+
+def proc_cpu(pid: int) -> Optional[float]:
+    """utime + stime of a process, seconds (None once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine (all cores) spent busy since boot."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / _TICKS
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def subscribe(url: str, token: str, account: str, request_id: str, timeout: float, **binding: Any):
+    """A websocket-client connection subscribed with ``binding`` (``binding=...`` or
+    ``bindings=[...]``); returns (websocket, its raw socket) for reading frames directly.
+    websocket-client reads exactly one frame at a time, so nothing is left in its buffer."""
+    import websocket
+
+    ws = websocket.create_connection(url, timeout=timeout)
+    data = {"account_id": account}
+    data.update(binding)
+    ws.send(
+        json.dumps(
+            {"action": "subscribe", "auth_token": token, "request_id": request_id, "data": data}
+        )
+    )
+    answer = json.loads(ws.recv())
+    if answer.get("status") != "success":
+        raise RuntimeError("subscribe refused: %s" % answer)
+    sock = ws.sock
+    sock.settimeout(None)
+    return ws, sock
