@@ -9,7 +9,7 @@ import queue
 import resource
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -70,3 +70,55 @@ def subscribe(url: str, token: str, account: str, request_id: str, timeout: floa
     sock = ws.sock
     sock.settimeout(None)
     return ws, sock
+
+
+class FrameReader:
+    """Server-to-client websocket frames (RFC 6455: never masked) from a byte stream.
+
+    ``feed(data)`` returns the complete messages as ``(opcode, payload)``; a fragmented
+    message is returned once, whole, with its first frame's opcode."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._parts: List[bytes] = []
+        self._opcode = 0
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
+        out: List[Tuple[int, bytes]] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n = b1 & 0x7F
+            head = 2
+            if n == 126:
+                if end - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if end - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if b1 & 0x80:
+                raise ValueError("a server frame must not be masked")
+            if end - pos < head + n:
+                break
+            payload = buf[pos + head : pos + head + n]
+            pos += head + n
+            opcode, fin = b0 & 0x0F, b0 & 0x80
+            if opcode >= 8:  # control frames come whole, even between fragments
+                out.append((opcode, payload))
+                continue
+            if opcode != 0:
+                self._opcode, self._parts = opcode, []
+            if not fin:
+                self._parts.append(payload)
+                continue
+            if self._parts:
+                payload = b"".join(self._parts + [payload])
+                self._parts = []
+            out.append((self._opcode if opcode == 0 else opcode, payload))
+        self._buf = buf[pos:]
+        return out

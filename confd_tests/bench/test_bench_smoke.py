@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from confd_tests.bench import REPO_ROOT, percentile, table
-from confd_tests.bench.ws import FrameReader, latency_figures
+from confd_tests.bench.ws import latency_figures
+from confd_tests.loadtools import FrameReader
 
 POSITIVE_BURST_KEYS = ("events_per_s", "cpu_s_per_100k", "peak_rss_mb", "hwm_mb")
 

@@ -19,9 +19,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from confd_tests.loadtools import stdin_lines, subscribe
+from confd_tests.loadtools import FrameReader, stdin_lines, subscribe
 from confd_tests.soak.proto import say
 
 READ_CHUNK = 256 * 1024
@@ -32,52 +32,6 @@ JOIN_WAIT = 3.0
 EVENT_PREFIX = b'{"action":"event"'
 ROUTING_PREFIX = "conference.event."
 OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING = 1, 8, 9
-
-
-class Frames:
-    """Server-to-client websocket frames (RFC 6455: never masked) from a byte stream;
-    ``feed`` returns whole messages as ``(opcode, payload)``."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._parts: List[bytes] = []
-        self._opcode = 0
-
-    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        buf = self._buf + data if self._buf else data
-        out: List[Tuple[int, bytes]] = []
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            if b1 & 0x80:
-                raise ValueError("a server frame must not be masked")
-            n, head = b1 & 0x7F, 2
-            if n == 126:
-                if end - pos < 4:
-                    break
-                n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif n == 127:
-                if end - pos < 10:
-                    break
-                n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if end - pos < head + n:
-                break
-            payload = buf[pos + head : pos + head + n]
-            pos += head + n
-            opcode, fin = b0 & 0x0F, b0 & 0x80
-            if opcode >= 8:  # control frames come whole, even between fragments
-                out.append((opcode, payload))
-                continue
-            if opcode:
-                self._opcode, self._parts = opcode, []
-            if not fin:
-                self._parts.append(payload)
-                continue
-            if self._parts:
-                payload, self._parts = b"".join(self._parts + [payload]), []
-            out.append((self._opcode if opcode == 0 else opcode, payload))
-        self._buf = buf[pos:]
-        return out
 
 
 def check_event(payload: bytes) -> Optional[str]:
@@ -123,7 +77,7 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         assert self.sock is not None
-        frames = Frames()
+        frames = FrameReader()
         recv = self.sock.recv
         try:
             while True:
