@@ -17,9 +17,6 @@ from confd.conferences.model import FLAG_FIELDS, Conference, Participant
 
 log = logging.getLogger(__name__)
 
-# Update kinds beyond the FreeSWITCH action names: a node lost takes its members with it.
-NODE_LOST = "node-lost"
-
 
 @dataclass(frozen=True)
 class Update:
@@ -231,9 +228,6 @@ class LiveState:
                 return
 
     # --- reads ---------------------------------------------------------------------------------
-
-    def nodes(self) -> List[str]:
-        return list(self._nodes)
 
     def conferences(self, node: Optional[str] = None) -> List[Conference]:
         if node is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from typing import Callable, Deque, Optional
 
 import gevent
@@ -51,14 +50,6 @@ class TooManyPending(EslError):
     """``MAX_PENDING`` commands already wait for a reply on this connection."""
 
 
-class CommandFailed(EslError):
-    """A ``command/reply`` that did not start with ``+OK``."""
-
-    def __init__(self, command: str, reply: str) -> None:
-        super().__init__("%s: %s" % (command, reply))
-        self.reply = reply
-
-
 class EslConnection:
     """A single ESL client connection.  ``on_event`` is called in the reader greenlet, in
     wire order, with each event frame; it must not block."""
@@ -74,14 +65,12 @@ class EslConnection:
         read_timeout: Optional[float] = None,
         connect_timeout: float = 5.0,
         max_pending: int = MAX_PENDING,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port, self.name = host, port, name or "%s:%s" % (host, port)
         self._password = password
         self._on_event = on_event
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
-        self._clock = clock
         self._sock: Optional[socket.socket] = None
         self._parser = p.FrameParser()
         self._pending: Deque[AsyncResult] = collections.deque()
@@ -90,8 +79,6 @@ class EslConnection:
         self._auth = AsyncResult()
         self._closed = Event()
         self.close_reason: Optional[str] = None
-        self.last_rx = clock()
-        self.frames_in = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -108,7 +95,6 @@ class EslConnection:
             raise ConnectionLost(self.close_reason) from None
         self._sock.settimeout(None)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.last_rx = self._clock()
         self._reader = gevent.spawn(self._read_loop)
         try:
             self._auth.get(timeout=timeout)
@@ -117,7 +103,7 @@ class EslConnection:
             raise CommandTimeout(self.close_reason) from None
         except ConnectionLost:
             raise
-        reply = self.command("auth %s" % self._password, timeout=timeout, secret=True)
+        reply = self.command("auth %s" % self._password, timeout=timeout)
         if not reply.startswith(OK_PREFIX):
             self.close("authentication refused: %s" % reply)
             raise AuthFailed(reply)
@@ -183,7 +169,7 @@ class EslConnection:
             self.close("no reply within %.1fs" % timeout)
             raise CommandTimeout("no reply within %.1fs" % timeout) from None
 
-    def command(self, line: str, timeout: float, secret: bool = False) -> str:
+    def command(self, line: str, timeout: float) -> str:
         """A non-api command (auth, event, ...): returns its Reply-Text."""
         frame = self.send(line, timeout)
         return frame.reply_text
@@ -210,9 +196,7 @@ class EslConnection:
                     break
                 if not data:
                     break
-                self.last_rx = self._clock()
                 for frame in self._parser.feed(data):
-                    self.frames_in += 1
                     if not self._dispatch(frame):
                         reason = self.close_reason or "disconnect-notice"
                         return

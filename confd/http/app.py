@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 import orjson
@@ -41,7 +41,6 @@ class ApiContext:
     builder: Any = None  # confd.conferences.commands.CommandBuilder
     token_ttl: int = 3600
     channel_var_prefix: str = "ecallmgr_"
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 def render(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:
