@@ -150,6 +150,10 @@ class Daemon:
         log.info("confd %s: HTTP API on %s:%d", confd.__version__, http.host, self.http_port)
         if self.amqp is not None:
             self.amqp.start()
+        fanout = self.websocket.start()
+        fanout.link_exception(self._crashed)
+        self._greenlets.append(fanout)
+        self.metrics.track_queue("websocket_fanout", lambda: self.websocket.fanout.waiting)
         for node in self.nodes:
             g = node.start()
             g.link_exception(self._crashed)

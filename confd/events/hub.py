@@ -1,22 +1,19 @@
-"""The event hub: live state updates in, events out to subscribers and sinks, never blocking.
+"""The event hub: live state updates in, events out to sinks, never blocking.
 
 ``EventHub.publish`` runs in a node's ESL reader greenlet, right after ``LiveState.apply``.
 It does only cheap, non-yielding work: a few dict updates, building each event once when
-somebody listens, and ``put_nowait`` into each interested subscriber's bounded queue.  A
-subscriber whose queue is full is dropped on the spot (its sender greenlet is woken to tell
-the client why and close); the intake never waits for a consumer.  Sinks (the AMQP
-publisher) get each event through a callable that must not block either.
+somebody listens, and handing it to each sink: the websocket fan-out
+(``confd.events.fanout``) and the AMQP publisher, each of which queues it within its own bound
+and does the rest in its own greenlets.  The intake never waits for a consumer.
 
-No database I/O happens here: which account a conference belongs to is resolved later, in
-each subscriber's own greenlet (``confd.events.ownership``).
+No database I/O happens here: which account a conference belongs to is resolved later, by
+the websocket fan-out (``confd.events.ownership``).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
-
-from gevent.queue import Empty, Queue
 
 from confd.conferences import events as ev
 from confd.conferences.model import Conference
@@ -28,76 +25,6 @@ log = logging.getLogger(__name__)
 # Remembered ad-hoc accounts (conference name -> account id) are bounded: conferences that end
 # by a node loss never send conference-destroy, so their entries are evicted oldest first.
 MAX_REMEMBERED_CONFERENCES = 10000
-
-DROP_QUEUE_FULL = "queue full"
-
-
-class _Dropped:
-    """Queue item telling a subscriber's sender that the hub dropped it."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class Subscriber:
-    """One consumer's bounded queue.  ``wants`` is called on the intake path: it must be a
-    cheap, non-blocking test (a websocket connection matches its bindings)."""
-
-    def __init__(self, bound: int, wants: Callable[[shape.Published], bool], name: str = ""):
-        if bound < 1:
-            raise ValueError("bound must be >= 1")
-        self.bound = bound
-        self.wants = wants
-        self.name = name
-        # One slot more than the bound, kept for the drop notice, so the sender always learns
-        # of its drop even though its queue is full.
-        self._queue: Queue = Queue(maxsize=bound + 1)
-        self.dropped: Optional[str] = None
-        # Called (on the intake path: it must not block) when the hub drops this subscriber,
-        # so that a consumer stuck writing to its client learns of it at once.
-        self.on_drop: Callable[[str], None] = lambda reason: None
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
-
-    def offer(self, item: shape.Published) -> bool:
-        """Queue ``item``; False when the bound is reached (the caller drops this one)."""
-        if self.dropped is not None:
-            return True  # already going away; nothing more to queue
-        if self._queue.qsize() >= self.bound:
-            return False
-        self._queue.put_nowait(item)
-        return True
-
-    def mark_dropped(self, reason: str) -> None:
-        if self.dropped is None:
-            self.dropped = reason
-            self._queue.put_nowait(_Dropped(reason))
-            try:
-                self.on_drop(reason)
-            except Exception:  # noqa: BLE001
-                log.exception("subscriber %s: on_drop failed", self.name)
-
-    def get(self, timeout: Optional[float] = None) -> Optional[shape.Published]:
-        """The next event; None after ``timeout``.  Raises ``SubscriberDropped`` as soon as the
-        hub has dropped this subscriber: a client that fell behind is told why and closed,
-        not sent the stale backlog first."""
-        if self.dropped is not None:
-            raise SubscriberDropped(self.dropped)
-        try:
-            item = self._queue.get(timeout=timeout)
-        except Empty:
-            return None
-        if isinstance(item, _Dropped):
-            raise SubscriberDropped(item.reason)
-        return item
-
-
-class SubscriberDropped(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 Sink = Callable[[shape.Published], None]
 
@@ -119,32 +46,19 @@ class EventHub:
         self._state = state
         self._metrics = metrics
         self._msg_id = msg_id
-        self._subscribers: List[Subscriber] = []
         self._sinks: List[Sink] = []
+        self._active: List[Callable[[], bool]] = []
         self._hostnames: Dict[str, str] = {}  # node -> FreeSWITCH-Hostname seen in its events
         self._adhoc: Dict[str, str] = {}  # conference name -> <prefix>Account-ID of a member
         self.published = 0
-        self.dropped_subscribers = 0
 
     # --- consumers -----------------------------------------------------------------------------
 
-    def add_sink(self, sink: Sink) -> None:
+    def add_sink(self, sink: Sink, active: Optional[Callable[[], bool]] = None) -> None:
+        """``sink(event)`` for every event, on the intake path (it must not block);
+        ``active()`` tells whether it wants events now (None: always)."""
         self._sinks.append(sink)
-
-    def subscribe(
-        self, bound: int, wants: Callable[[shape.Published], bool], name: str = ""
-    ) -> Subscriber:
-        sub = Subscriber(bound, wants, name)
-        self._subscribers.append(sub)
-        return sub
-
-    def unsubscribe(self, sub: Subscriber) -> None:
-        if sub in self._subscribers:
-            self._subscribers.remove(sub)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        self._active.append(active if active is not None else (lambda: True))
 
     def account_hint(self, conference_id: str) -> Optional[str]:
         return self._adhoc.get(conference_id)
@@ -152,14 +66,14 @@ class EventHub:
     # --- the intake side -----------------------------------------------------------------------
 
     def has_consumers(self) -> bool:
-        """Whether any subscriber or sink would take an event now (cheap: intake asks)."""
-        return bool(self._subscribers or self._sinks)
+        """Whether any sink would take an event now (cheap: intake asks)."""
+        return any(active() for active in self._active)
 
     def publish(self, updates: List[Update]) -> None:
         """Called on the intake path with the updates one change made; never blocks."""
         for u in updates:
             self._learn(u)
-        if self._subscribers or self._sinks:
+        if self.has_consumers():
             for u in updates:
                 if u.event in self.allowed:
                     self._fan_out(u)
@@ -211,17 +125,3 @@ class EventHub:
                 sink(pub)
             except Exception:  # noqa: BLE001 - a sink's bug must not stop intake
                 log.exception("event sink failed")
-        dropped = None
-        for sub in self._subscribers:
-            if sub.dropped is None and sub.wants(pub) and not sub.offer(pub):
-                sub.mark_dropped(DROP_QUEUE_FULL)
-                dropped = (dropped or []) + [sub]
-        if dropped:
-            for sub in dropped:
-                self._subscribers.remove(sub)
-                self.dropped_subscribers += 1
-                log.warning(
-                    "event subscriber %s dropped: %d events waiting (bound)", sub.name, sub.bound
-                )
-                if self._metrics is not None:
-                    self._metrics.queue_drops.labels("websocket").inc()

@@ -6,12 +6,13 @@ from ``start_response``); after it the connection's socket carries websocket fra
 and decoded by wsproto (sans-I/O, maintained by python-hyper) and read and written here with
 gevent sockets.
 
-Per connection, two greenlets:
+Per connection:
 - the *reader* (the WSGI request's greenlet) decodes frames and answers subscribe /
   unsubscribe / ping messages (token checks hit the database here, never on the intake path);
-- the *sender* takes events from the connection's bounded hub queue, keeps those whose
-  conference belongs to a subscription's account (``OwnershipResolver``, cached), and writes
-  event frames.  It also ends subscriptions whose token expires.
+- an ``Outbox`` (``confd.events.fanout``) holds the frames waiting to be written, replies and
+  events alike, in order; the fan-out's dispatcher puts event frames in it and writes them,
+  without blocking, and a writer greenlet finishes what a full socket did not take;
+- the *token checker* greenlet ends subscriptions whose token expires or is revoked.
 
 Close codes: 1000 normal; 1008 policy (the auth token expired or was revoked); 1009 a message
 over 64 KiB; 1013 try again later (the client did not keep up with its events, or confd is
@@ -28,33 +29,29 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 from gevent import socket
-from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import generate_accept_token
 
 from confd.events import shape
-from confd.events.hub import EventHub, Subscriber, SubscriberDropped
+from confd.events.fanout import DROP_BEHIND, FLUSH_INTERVAL, Fanout, Outbox, Route
+from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
 from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
 
 log = logging.getLogger(__name__)
 
 WEBSOCKET_PATH = "/v2/websocket"
-SEND_BATCH = 256  # events written in one send when a client's queue has a backlog
 WEBSOCKET_VERSION = "13"
 SOCKET_ENVIRON_KEY = "confd.websocket.socket"
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_BINDINGS = 100  # per connection: each one is matched on the intake path
 READ_CHUNK = 65536
-WRITE_TIMEOUT = 10.0  # a frame that cannot be written in this long: the client is gone
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
 TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
-SENDER_TICK = 1.0  # the sender's longest sleep between token deadline checks
-CLOSE_WRITE_TIMEOUT = 1.0  # a notice or close frame gets this long to be written
+TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -186,27 +183,6 @@ def notice(reason: str, bindings: Iterable[str] = ()) -> str:
     )
 
 
-def event_frame(binding: str, pub: shape.Published) -> str:
-    key = json.dumps(binding)
-    return '{"action":"event","subscribed_key":%s,"subscription_key":%s,"name":%s,' % (
-        key,
-        key,
-        json.dumps(pub.name),
-    ) + '"routing_key":%s,"data":%s}' % (json.dumps(pub.routing_key), pub.json())
-
-
-def encoded_event_frame(binding: str, pub: shape.Published) -> bytes:
-    """The websocket frame of an event for a binding, encoded once and shared by every
-    connection with that binding: no extension is ever negotiated and server frames are not
-    masked, so the bytes are the same on every connection."""
-    cache = pub.frames
-    data = cache.get(binding)
-    if data is None:
-        encoder = FrameProtocol(client=False, extensions=[])
-        data = cache[binding] = bytes(encoder.send_data(event_frame(binding, pub), fin=True))
-    return data
-
-
 # --- one connection ------------------------------------------------------------------------
 
 
@@ -220,9 +196,8 @@ class WebsocketSession:
         sock: Any,
         rfile: Any,
         *,
-        hub: EventHub,
+        fanout: Fanout,
         authorizer: Authorizer,
-        resolver: OwnershipResolver,
         queue_bound: int,
         metrics: Any = None,
         name: str = "",
@@ -232,9 +207,8 @@ class WebsocketSession:
     ) -> None:
         self.sock = sock
         self.rfile = rfile
-        self.hub = hub
+        self.fanout = fanout
         self.auth = authorizer
-        self.resolver = resolver
         self.metrics = metrics
         self.name = name
         self.clock = clock
@@ -242,27 +216,37 @@ class WebsocketSession:
         self.token_recheck = token_recheck
         self.ws = Connection(ConnectionType.SERVER)
         self.subscriptions: Dict[Tuple[str, str], Subscription] = {}
-        self._write_lock = Semaphore()
+        self._routes: List[Tuple[Optional[str], Route]] = []
+        self.outbox = Outbox(sock, queue_bound, name, on_error=self._abort)
         self._closing = False
         self._dead = False
-        self.subscriber: Subscriber = hub.subscribe(queue_bound, self._wants, name)
-        self.subscriber.on_drop = lambda reason: gevent.spawn(self._dropped, reason)
-        self._sender: Optional[gevent.Greenlet] = None
+        self._checker: Optional[gevent.Greenlet] = None
         self.close_code: Optional[int] = None
 
-    # --- called on the intake path: cheap and non-blocking -------------------------------------
+    # --- what the fan-out asks (``confd.events.fanout.Member``) --------------------------------
 
-    def _wants(self, pub: shape.Published) -> bool:
-        for sub in self.subscriptions.values():
-            if sub.binding.matches(pub.conference_id, pub.call_id):
-                return True
-        return False
+    def routes(self) -> List[Tuple[Optional[str], Route]]:
+        return self._routes
+
+    def overflowed(self, reason: str) -> None:
+        gevent.spawn(self._dropped, reason)
+
+    def _subscriptions_changed(self) -> None:
+        self._routes = [
+            (
+                sub.binding.conference_id,
+                Route(self, sub.binding.text, sub.binding.call_id, sub.account_id, sub.sees_all),
+            )
+            for sub in self.subscriptions.values()
+        ]
+        self.fanout.changed()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._sender = gevent.spawn(self._send_loop)
-        self._sender.name = "ws-sender-%s" % self.name
+        self.fanout.join(self)
+        self._checker = gevent.spawn(self._check_loop)
+        self._checker.name = "ws-tokens-%s" % self.name
         try:
             self._read_loop()
         except (OSError, ValueError, _Closed):
@@ -275,10 +259,11 @@ class WebsocketSession:
         self.close(CLOSE_GOING_AWAY, "confd stopping")
 
     def _finish(self) -> None:
-        self.hub.unsubscribe(self.subscriber)
+        self.fanout.leave(self)
         self._dead = True
-        if self._sender is not None and gevent.getcurrent() is not self._sender:
-            self._sender.kill(block=False)
+        self.outbox.stop()
+        if self._checker is not None and gevent.getcurrent() is not self._checker:
+            self._checker.kill(block=False)
         try:
             self.rfile.close()
         except OSError:
@@ -298,40 +283,23 @@ class WebsocketSession:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def _write(self, event: Any, timeout: float = WRITE_TIMEOUT) -> None:
-        """A wsproto event (message, close), encoded by this connection's wsproto state."""
-        self._send(lambda: self.ws.send(event), lambda: self._dead, timeout)
-
-    def _write_raw(self, data: bytes, timeout: float = WRITE_TIMEOUT) -> None:
-        """Pre-encoded data frames (see encoded_event_frame), in one send; never after the
-        close frame."""
-
-        def gone() -> bool:
-            return self._dead or self._closing or self.ws.state != ConnectionState.OPEN
-
-        self._send(lambda: data, gone, timeout)
-
-    def _send(self, encode: Callable[[], bytes], gone: Callable[[], bool], timeout: float) -> None:
-        """One write at a time; a client that does not read for ``timeout`` is cut off."""
-        if not self._write_lock.acquire(timeout=timeout):
-            self._abort()
+    def _write(self, event: Any, last: bool = False) -> None:
+        """A wsproto event (message, close), encoded by this connection's wsproto state and
+        written after the frames already waiting; never blocks."""
+        if self._dead or self.outbox.failed:
             raise _Closed()
-        try:
-            if gone():
-                raise _Closed()
-            data = encode()
-            try:
-                with gevent.Timeout(timeout):
-                    self.sock.sendall(data)
-            except gevent.Timeout:
-                log.info("websocket %s: client not reading for %.0fs, aborting", self.name, timeout)
-                self._abort()
-                raise _Closed() from None
-            except OSError:
-                self._abort()
-                raise _Closed() from None
-        finally:
-            self._write_lock.release()
+        data = self.ws.send(event)
+        if last:
+            self.outbox.seal(data)
+        else:
+            self.outbox.put(data)
+        if self.outbox.over_bound:
+            # A client that sends but never reads our answers.
+            self.fanout.leave(self)
+            self.outbox.discard()
+            self.overflowed("too slow")
+            raise _Closed()
+        self.outbox.flush()
 
     def send_text(self, text: str) -> None:
         if self._closing:
@@ -339,21 +307,21 @@ class WebsocketSession:
         self._write(TextMessage(data=text))
 
     def close(self, code: int, reason: str, notice_text: Optional[str] = None) -> None:
-        """Send ``notice_text`` (if any) and a close frame, then give the client CLOSE_WAIT
+        """Queue ``notice_text`` (if any) and a close frame, then give the client CLOSE_WAIT
         seconds to answer before the socket is shut."""
         if self._closing or self._dead:
             return
+        self._closing = True
+        self.close_code = code
+        self.fanout.leave(self)
         try:
-            self._closing = True
-            self.close_code = code
             if notice_text is not None:
-                self._write(TextMessage(data=notice_text), CLOSE_WRITE_TIMEOUT)
+                self._write(TextMessage(data=notice_text))
             if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                self._write(CloseConnection(code=code, reason=reason), CLOSE_WRITE_TIMEOUT)
+                self._write(CloseConnection(code=code, reason=reason), last=True)
         except Exception as exc:  # noqa: BLE001 - closing anyway
             log.debug("websocket %s: close: %r", self.name, exc)
         finally:
-            self._closing = True
             if self.metrics is not None:
                 self.metrics.websocket_closed(code)
             gevent.spawn_later(CLOSE_WAIT, self._abort)
@@ -373,7 +341,8 @@ class WebsocketSession:
                     if self.ws.state == ConnectionState.REMOTE_CLOSING:
                         # The client closes: answer with the same code, then we are done.
                         try:
-                            self._write(event.response())
+                            self._write(event.response(), last=True)
+                            self.outbox.wait_drained(CLOSE_WAIT)
                         except _Closed:
                             pass
                     return
@@ -448,6 +417,7 @@ class WebsocketSession:
             self.subscriptions[(account_id, b.text)] = Subscription(
                 b, account_id, sees_all, msg["auth_token"], expires, now
             )
+        self._subscriptions_changed()
         return {"subscribed": self._bindings()}
 
     def _unsubscribe(self, msg: Dict[str, Any]) -> Dict[str, Any]:
@@ -459,12 +429,13 @@ class WebsocketSession:
         for b in bindings:
             if self.subscriptions.pop((account_id, b.text), None) is not None:
                 removed.append(b.text)
+        self._subscriptions_changed()
         return {"unsubscribed": removed, "subscribed": self._bindings()}
 
     def _bindings(self) -> List[str]:
         return sorted({b for _, b in self.subscriptions})
 
-    # --- the sender ----------------------------------------------------------------------------
+    # --- tokens ----------------------------------------------------------------------------
 
     def _next_check(self) -> Optional[float]:
         due = None
@@ -492,71 +463,37 @@ class WebsocketSession:
             else:
                 sub.checked_at = now
         if expired:
+            self._subscriptions_changed()
             bindings = [b for bs in expired.values() for b in bs]
             log.info("websocket %s: auth token expired, closing", self.name)
             self.close(CLOSE_POLICY, "auth token expired", notice("auth token expired", bindings))
 
-    def _send_loop(self) -> None:
+    def _check_loop(self) -> None:
         try:
             while not self._closing and not self._dead:
                 due = self._next_check()
-                # Wake at least every SENDER_TICK: a subscription added meanwhile may have an
+                # Wake at least every TOKEN_TICK: a subscription added meanwhile may have an
                 # earlier token deadline than the one computed here.
-                timeout = SENDER_TICK if due is None else min(SENDER_TICK, due - self.clock())
-                try:
-                    pub = self.subscriber.get(timeout=max(0.0, timeout))
-                except SubscriberDropped:
-                    return  # _dropped (spawned by the hub's on_drop) tells the client
+                timeout = TOKEN_TICK if due is None else min(TOKEN_TICK, due - self.clock())
+                gevent.sleep(max(0.0, timeout))
                 if due is not None and self.clock() >= due:
                     self._check_tokens()
-                    if self._closing:
-                        return
-                if pub is not None:
-                    # Everything already waiting goes out in one write.
-                    out = [self._frames_for(pub)]
-                    for _ in range(SEND_BATCH):
-                        more = self.subscriber.get(timeout=0)
-                        if more is None:
-                            break
-                        out.append(self._frames_for(more))
-                    data = b"".join(out)
-                    if data:
-                        self._write_raw(data)
         except _Closed:
             pass
         except Exception:  # noqa: BLE001 - one client's bug must not go unnoticed
-            log.exception("websocket %s: sender failed", self.name)
+            log.exception("websocket %s: token checker failed", self.name)
             self._abort()
 
     def _dropped(self, reason: str) -> None:
-        """The hub dropped this client (its queue hit the bound).  Its socket is most likely
-        full, with the sender stuck writing: the notice and the close frame get
-        CLOSE_WRITE_TIMEOUT, then the socket is shut, which also frees the sender."""
+        """The fan-out dropped this client: more frames waiting than its bound, or confd itself
+        fell behind.  The client is told why after the frame being written (its stale
+        backlog is discarded); the socket is shut CLOSE_WAIT seconds later in any case."""
         log.warning("websocket %s: %s, closing", self.name, reason)
-        text = "too slow: more than %d events waiting" % self.subscriber.bound
-        self.close(CLOSE_TRY_AGAIN, "too slow", notice(text, self._bindings()))
-
-    def _frames_for(self, pub: shape.Published) -> bytes:
-        """The frames this connection gets for ``pub``: one per matching subscription of an
-        account that owns the conference."""
-        owner: Optional[str] = None
-        resolved = False
-        out = []
-        for sub in list(self.subscriptions.values()):
-            if not sub.binding.matches(pub.conference_id, pub.call_id):
-                continue
-            if not sub.sees_all:
-                if not resolved:
-                    # An ad-hoc conference's conference-create comes before any member: the
-                    # hub may have learned its account since (usually from the add-member in
-                    # the same TCP read).
-                    hint = pub.account_hint or self.hub.account_hint(pub.conference_id)
-                    owner = self.resolver.owner(pub.conference_id, hint)
-                    resolved = True
-                if owner != sub.account_id:
-                    continue
-            out.append(encoded_event_frame(sub.binding.text, pub))
-        return b"".join(out)
+        if reason == DROP_BEHIND:
+            text = "confd fell behind: events were lost, subscribe again"
+        else:
+            text = "too slow: more than %d events waiting" % self.outbox.bound
+        self.close(CLOSE_TRY_AGAIN, reason, notice(text, self._bindings()))
 
 
 # --- the middleware ------------------------------------------------------------------------
@@ -584,16 +521,27 @@ class WebsocketMiddleware:
         queue_bound: int,
         metrics: Any = None,
         clock: Callable[[], float] = time.time,
+        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.app = app
-        self.hub = hub
         self.authorizer = Authorizer(store, clock)
-        self.resolver = resolver
         self.queue_bound = queue_bound
         self.metrics = metrics
         self.clock = clock
+        self.fanout = Fanout(
+            resolver,
+            account_hint=hub.account_hint,
+            backlog=queue_bound,
+            flush_interval=flush_interval,
+            metrics=metrics,
+        )
+        hub.add_sink(self.fanout.offer, active=self.fanout.active)
         self.sessions: List[WebsocketSession] = []
         self._count = 0
+
+    def start(self) -> gevent.Greenlet:
+        """The fan-out's dispatcher (the daemon watches the greenlet)."""
+        return self.fanout.start()
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != WEBSOCKET_PATH:
@@ -639,9 +587,8 @@ class WebsocketMiddleware:
         session = WebsocketSession(
             sock,
             rfile,
-            hub=self.hub,
+            fanout=self.fanout,
             authorizer=self.authorizer,
-            resolver=self.resolver,
             queue_bound=self.queue_bound,
             metrics=self.metrics,
             name=name,
@@ -664,3 +611,4 @@ class WebsocketMiddleware:
         """Tell every client confd is going away (close 1001)."""
         for session in list(self.sessions):
             session.stop()
+        self.fanout.stop()
