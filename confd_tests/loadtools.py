@@ -27,6 +27,33 @@ def stdin_lines() -> queue.Queue[Optional[str]]:
     return lines
 
 
+class LineReader:
+    """The parent's lines for a child that waits in a selector instead of a thread: register
+    ``fileno()`` for reading, then each ``read()`` gives the lines completed so far (stripped),
+    and None once the parent closed its end."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self._rest = b""
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> List[Optional[str]]:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        if not data:
+            rest, self._rest = self._rest, b""
+            return ([rest.decode().strip()] if rest.strip() else []) + [None]
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        out: List[Optional[str]] = [line.decode().strip() for line in lines]
+        return out
+
+
 def proc_cpu(pid: int) -> Optional[float]:
     """utime + stime of a process, seconds (None once it is gone)."""
     try:

@@ -290,3 +290,25 @@ def test_latency_figures_count_undelivered_events_as_latest():
     everything = latency_figures([1.0, 2.0, 3.0, 4.0], lost=0)
     assert everything == {"p50_ms": 2.0, "p90_ms": 4.0, "p99_ms": 4.0, "max_ms": 4.0}
     assert latency_figures([], lost=0) == {}
+
+
+def test_line_reader_gives_whole_lines_then_none():
+    import os
+
+    from confd_tests.loadtools import LineReader
+
+    r, w = os.pipe()
+    try:
+        lines = LineReader(r)
+        assert lines.read() == []  # nothing yet: no blocking
+        os.write(w, b"EXPECT [1, 2]\nST")
+        assert lines.read() == ["EXPECT [1, 2]"]
+        os.write(w, b"OP\nlast")
+        os.close(w)
+        w = -1
+        assert lines.read() == ["STOP"]
+        assert lines.read() == ["last", None]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
