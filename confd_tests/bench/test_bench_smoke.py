@@ -292,6 +292,142 @@ def test_latency_figures_count_undelivered_events_as_latest():
     assert latency_figures([], lost=0) == {}
 
 
+# --- the websocket clients' frame scanner ----------------------------------------------------
+
+STAMP0 = 1_700_000_000_000_000  # microseconds since 1970: 2023-11-14
+
+
+def _event_text(data, name="start-talking"):
+    """An event as confd frames it for a websocket client."""
+    from confd.events.shape import Published
+    from confd.events.websocket import event_frame
+
+    pub = Published(name, "c" * 32, "m" * 36, "conference.event.%s.%s" % ("c" * 32, "m" * 36), data)
+    return event_frame("conference.event.*.*", pub)
+
+
+def _member_data(energy, pad=0):
+    """A participant event's data; ``energy=...`` leaves current_energy out."""
+    data = {"custom_channel_vars": {"pad": "p" * pad}, "energy_level": 100}
+    if energy is not ...:
+        data["current_energy"] = energy
+    data.update(talking=True, speak=True, hear=True)
+    return data
+
+
+def _ws_stream():
+    """Server frames from wsproto's encoder, as confd would send them: (the bytes, the offset
+    just after the close frame, [(offset just after the frame that completes a stamped event,
+    its stamp)]).  Its notice says "too slow", its close code is 1013."""
+    from wsproto.frame_protocol import FrameProtocol
+
+    from confd.events.websocket import notice
+
+    fp = FrameProtocol(client=False, extensions=[])
+    data = bytearray()
+    stamped = []
+
+    def stamped_event(stamp, pad=0):
+        data.extend(fp.send_data(_event_text(_member_data(stamp, pad)), fin=True))
+        stamped.append((len(data), stamp))
+
+    stamped_event(STAMP0 + 1000)  # about 400 bytes: 16-bit length
+    data.extend(fp.send_data(_event_text({"current_energy": 0}, name="x"), fin=True))  # 7-bit
+    stamped_event(STAMP0 + 2000, pad=1200)  # the size of a real one
+    data.extend(fp.send_data(_event_text(_member_data(...)), fin=True))  # no stamp at all
+    data.extend(fp.send_data(_event_text(_member_data(STAMP0 // 10)), fin=True))  # 15 digits
+    data.extend(fp.send_data(_event_text(_member_data(str(STAMP0))), fin=True))  # a string
+    for energy in (STAMP0 / 1000 + 0.25, STAMP0 + 0.5):  # floats: of 16 characters, 16 digits
+        data.extend(fp.send_data(_event_text(_member_data(energy)), fin=True))
+    data.extend(fp.send_data(json.dumps({"action": "reply", "status": "success"}), fin=True))
+    stamped_event(STAMP0 + 3000, pad=70000)  # 64-bit length
+    # A fragmented event, a ping between its fragments: joined, decoded, counted when whole.
+    text = _event_text(_member_data(STAMP0 + 4000))
+    data.extend(fp.send_data(text[:50], fin=False))
+    data.extend(fp.send_data(text[50:300], fin=False))
+    data.extend(fp.ping(b"ping"))
+    data.extend(fp.send_data(text[300:], fin=True))
+    stamped.append((len(data), STAMP0 + 4000))
+    data.extend(fp.send_data(notice("too slow", ["conference.event.*.*"]), fin=True))
+    stamped_event(STAMP0 + 5000)
+    data.extend(fp.close(1013, "too slow"))
+    end = len(data)
+    data.extend(fp.send_data(_event_text(_member_data(STAMP0 + 6000)), fin=True))  # after close
+    return bytes(data), end, stamped
+
+
+def _scan(pieces):
+    """Feed (bytes, t_ns) pieces until the scanner says the connection ended: (the scanner,
+    the index of the piece that ended it or None)."""
+    from confd_tests.bench.ws import EventScanner
+
+    scanner = EventScanner()
+    for i, (piece, t_ns) in enumerate(pieces):
+        if not scanner.feed(piece, t_ns):
+            return scanner, i
+    return scanner, None
+
+
+def _expected_ms(stamped, cut, t1_ns, t2_ns):
+    return [((t1_ns if end <= cut else t2_ns) // 1000 - stamp) / 1000.0 for end, stamp in stamped]
+
+
+def _check(scanner, ended, stamped, expected_ms):
+    assert ended is not None  # the close frame ended the connection
+    assert scanner.close_code == 1013
+    assert scanner.notice == "too slow"
+    assert list(scanner.latencies) == expected_ms
+    assert scanner.received == len(stamped) == 5
+    # stamp 0, none, 15 digits, a string, 2 floats; not the reply, nothing after the close
+    assert scanner.other == 6
+
+
+def test_event_scanner_counts_frames_cut_at_every_byte():
+    data, close_end, stamped = _ws_stream()
+    t1, t2 = (STAMP0 + 9000) * 1000 + 123, (STAMP0 + 17000) * 1000 + 456
+    # The big frame's payload: a cut deep inside it is like its neighbours, so only every 997th.
+    big_end = stamped[2][0]
+    big_start = big_end - 70100
+    for cut in range(len(data) + 1):
+        if big_start + 200 < cut < big_end - 200 and cut % 997:
+            continue
+        scanner, ended = _scan([(data[:cut], t1), (data[cut:], t2)])
+        _check(scanner, ended, stamped, _expected_ms(stamped, cut, t1, t2))
+        assert ended == (0 if cut >= close_end else 1)
+
+
+def test_event_scanner_takes_one_byte_at_a_time():
+    data, close_end, stamped = _ws_stream()
+    # Byte i is received at microsecond T + i: an event's latency tells which byte ended it.
+    t_us = STAMP0 + 10000
+    scanner, ended = _scan((data[i : i + 1], (t_us + i) * 1000) for i in range(len(data)))
+    _check(scanner, ended, stamped, [(t_us + end - 1 - stamp) / 1000.0 for end, stamp in stamped])
+    assert ended == close_end - 1  # the close frame's last byte ended it
+
+
+def test_event_scanner_grows_for_a_frame_bigger_than_its_buffer():
+    from wsproto.frame_protocol import FrameProtocol
+
+    from confd_tests.bench.ws import READ_CHUNK
+
+    fp = FrameProtocol(client=False, extensions=[])
+    text = _event_text(_member_data(STAMP0, pad=3 * READ_CHUNK))
+    data = bytes(fp.send_data(text, fin=True) + fp.send_data(text, fin=True))
+    scanner, ended = _scan([(data, (STAMP0 + 2500) * 1000)])
+    assert ended is None and scanner.received == 2 and list(scanner.latencies) == [2.5, 2.5]
+    assert scanner.fill == 0 and scanner.other == 0
+
+
+def test_event_scanner_refuses_masked_frames():
+    from confd_tests.bench.ws import EventScanner
+
+    try:
+        EventScanner().feed(bytes([0x81, 0x80 | 1]) + b"\x00\x00\x00\x00a", 0)
+    except ValueError:
+        return
+    raise AssertionError("a masked server frame was accepted")
+
+
 def test_line_reader_gives_whole_lines_then_none():
     import os
 

@@ -44,6 +44,7 @@ import json
 import os
 import queue
 import random
+import selectors
 import signal
 import socket
 import subprocess
@@ -59,7 +60,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, table
 from confd_tests.loadtools import (
-    FrameReader,
+    LineReader,
     machine_busy,
     proc_cpu,
     self_cpu,
@@ -365,25 +366,171 @@ def feeder_main(a: argparse.Namespace) -> int:
 
 # --- websocket clients -----------------------------------------------------------------------
 
+EVENT_PREFIX = b'{"action":"event"'  # how confd starts every event frame (event_frame)
+STAMP_KEY = b'"current_energy":'  # the stamp's key in the compact JSON of the event's data
+_NUMBER_END = frozenset(b",}")  # what follows a number in compact JSON
 
-class _WsClient(threading.Thread):
-    """One websocket connection: subscribe with websocket-client, then read the raw socket."""
+
+class EventScanner:
+    """The server frames of one websocket connection, counted where they lie.
+
+    The bytes received stay in one bytearray (``buf``, the first ``fill`` of it); the next
+    ``recv_into`` goes to ``space()``, then ``scan(n, t_ns)`` walks the frame headers by offset.
+    A whole (FIN) text frame that starts with ``{"action":"event"`` is an event: its stamp is
+    the 16 digits after ``"current_energy":`` (found with ``find`` inside the frame; nothing is
+    decoded or sliced out but those digits); an event without such a stamp counts as
+    ``other``.  Anything else (an error notice, a fragmented message, ...) is joined and
+    decoded with json; a close frame records its code and ends the connection.  Only an
+    incomplete last frame is kept (moved to the front) for the next ``scan``.
+
+    An event's receive time is the ``t_ns`` of the scan that completed its frame."""
+
+    __slots__ = (
+        "buf",
+        "view",
+        "fill",
+        "latencies",
+        "received",
+        "other",
+        "close_code",
+        "notice",
+        "_parts",
+        "_opcode",
+    )
+
+    def __init__(self) -> None:
+        self.buf = bytearray(2 * READ_CHUNK)
+        self.view = memoryview(self.buf)
+        self.fill = 0
+        self.latencies = array.array("d")
+        self.received = 0  # stamped events
+        self.other = 0  # events without a stamp
+        self.close_code: Optional[int] = None
+        self.notice: Optional[str] = None
+        self._parts: List[bytes] = []  # a fragmented message so far
+        self._opcode = 0
+
+    def space(self) -> memoryview:
+        """Where the next READ_CHUNK bytes go (the buffer grows only for a frame that does
+        not fit in it)."""
+        if len(self.buf) - self.fill < READ_CHUNK:
+            self.view.release()
+            self.buf.extend(bytes(READ_CHUNK))
+            self.view = memoryview(self.buf)
+        return self.view[self.fill :]
+
+    def feed(self, data: bytes, t_ns: int) -> bool:
+        """``data`` received at ``t_ns``, as if a recv had put it in ``space()``."""
+        for off in range(0, len(data), READ_CHUNK):
+            part = data[off : off + READ_CHUNK]
+            self.space()[: len(part)] = part
+            if not self.scan(len(part), t_ns):
+                return False
+        return True
+
+    def scan(self, n: int, t_ns: int) -> bool:
+        """Take the ``n`` bytes just put in ``space()``, received at ``t_ns``.  False once a
+        close frame ended the connection; ValueError for a masked frame or a notice that is
+        not JSON."""
+        buf = self.buf
+        fill = self.fill + n
+        pos = 0
+        now_us = t_ns // 1000
+        startswith, find, append = buf.startswith, buf.find, self.latencies.append
+        key_len, width, stamp_min = len(STAMP_KEY), STAMP_WIDTH, STAMP_MIN
+        received = other = 0
+        going = True
+        try:
+            while fill - pos >= 2:
+                b0, size = buf[pos], buf[pos + 1]
+                if size < 126:
+                    start = pos + 2
+                elif size == 126:
+                    if fill - pos < 4:
+                        break
+                    size = buf[pos + 2] << 8 | buf[pos + 3]
+                    start = pos + 4
+                elif size == 127:
+                    if fill - pos < 10:
+                        break
+                    size = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                    start = pos + 10
+                else:
+                    raise ValueError("a server frame must not be masked")
+                end = start + size
+                if end > fill:
+                    break
+                pos = end
+                if b0 == 0x81 and startswith(EVENT_PREFIX, start, end):  # FIN, text: an event
+                    i = find(STAMP_KEY, start, end)
+                    if i >= 0:
+                        i += key_len
+                        digits = buf[i : i + width]
+                        if i + width < end and digits.isdigit() and buf[i + width] in _NUMBER_END:
+                            stamp = int(digits)
+                            if stamp >= stamp_min:
+                                append((now_us - stamp) / 1000.0)
+                                received += 1
+                                continue
+                    other += 1
+                elif b0 & 0x0F >= OPCODE_CLOSE:  # control frames come whole, even mid-message
+                    if b0 & 0x0F == OPCODE_CLOSE:
+                        if size >= 2:
+                            self.close_code = buf[start] << 8 | buf[start + 1]
+                        going = False
+                        break
+                else:
+                    self._fragment(b0, bytes(buf[start:end]), t_ns)
+        finally:
+            self.received += received
+            self.other += other
+        if pos == fill:
+            self.fill = 0
+        elif pos:
+            buf[: fill - pos] = buf[pos:fill]
+            self.fill = fill - pos
+        else:
+            self.fill = fill
+        return going
+
+    def _fragment(self, b0: int, payload: bytes, t_ns: int) -> None:
+        """The slow path: a data frame other than a whole event frame."""
+        if b0 & 0x0F:
+            self._opcode, self._parts = b0 & 0x0F, []
+        self._parts.append(payload)
+        if not b0 & 0x80:
+            return
+        message, self._parts = b"".join(self._parts), []
+        if self._opcode != OPCODE_TEXT:
+            return
+        msg = json.loads(message)
+        if not isinstance(msg, dict):
+            return
+        if msg.get("action") == "event":
+            ms = _latency_ms(t_ns, msg.get("data"))
+            if ms is None:
+                self.other += 1
+            else:
+                self.latencies.append(ms)
+                self.received += 1
+        elif msg.get("action") == "error":
+            self.notice = "; ".join(msg.get("data", {}).get("errors", []))
+
+
+class _WsClient:
+    """One websocket connection: subscribed with websocket-client, then its socket is made
+    non-blocking and read by the process's selector loop (``clients_main``)."""
 
     def __init__(self, index: int, url: str, token: str, account: str, bindings: List[str]):
-        super().__init__(name="ws-%d" % index, daemon=True)
         self.index = index
         self.url = url
         self.token = token
         self.account = account
         self.bindings = bindings
         self.sock: Optional[socket.socket] = None
-        self.latencies = array.array("d")
-        self.received = 0  # stamped events
-        self.other = 0  # unstamped events
-        self.close_code: Optional[int] = None
-        self.notice: Optional[str] = None
+        self.scanner = EventScanner()
         self.error: Optional[str] = None
-        self.ended = threading.Event()
+        self.ended = False
 
     def connect(self) -> None:
         self._ws, self.sock = subscribe(
@@ -394,58 +541,46 @@ class _WsClient(threading.Thread):
             READY_TIMEOUT,
             bindings=self.bindings,
         )  # self._ws keeps the object (and so the socket) alive
+        self.sock.setblocking(False)
 
-    def run(self) -> None:
+    def read(self) -> bool:
+        """One recv (the socket is readable) and the frames it completes; False once the
+        connection ended (close frame, EOF, error)."""
         assert self.sock is not None
-        reader = FrameReader()
-        recv, loads, now = self.sock.recv, json.loads, time.time_ns
-        append = self.latencies.append
+        scanner = self.scanner
         try:
-            while True:
-                data = recv(READ_CHUNK)
-                t = now()
-                if not data:
-                    return
-                for opcode, payload in reader.feed(data):
-                    if opcode == OPCODE_CLOSE:
-                        if len(payload) >= 2:
-                            self.close_code = int.from_bytes(payload[:2], "big")
-                        return
-                    if opcode != OPCODE_TEXT:
-                        continue
-                    msg = loads(payload)
-                    if msg.get("action") == "event":
-                        ms = _latency_ms(t, msg.get("data"))
-                        if ms is None:
-                            self.other += 1
-                        else:
-                            append(ms)
-                            self.received += 1
-                    elif msg.get("action") == "error":
-                        self.notice = "; ".join(msg.get("data", {}).get("errors", []))
+            n = self.sock.recv_into(scanner.space(), READ_CHUNK)
+            t = time.time_ns()
+            if not n:
+                return False
+            return scanner.scan(n, t)
+        except BlockingIOError:
+            return True
         except (OSError, ValueError) as exc:
             self.error = "%s: %s" % (type(exc).__name__, exc)
-        finally:
-            self.ended.set()
+            return False
 
-    def shut(self) -> None:
+    def close(self) -> None:
         if self.sock is not None:
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)
+                self.sock.close()
             except OSError:
                 pass
 
     def result(self) -> Dict[str, Any]:
+        s = self.scanner
         return {
-            "received": self.received,
-            "other": self.other,
-            "close_code": self.close_code,
-            "notice": self.notice,
+            "received": s.received,
+            "other": s.other,
+            "close_code": s.close_code,
+            "notice": s.notice,
             "error": self.error,
         }
 
 
 def clients_main(a: argparse.Namespace) -> int:
+    """Every connection of this process in one thread: one epoll selector over their sockets
+    and stdin (the parent's lines)."""
     plan = json.loads(Path(a.plan).read_text())
     clients = [
         _WsClient(i, plan["url"], plan["token"], plan["account"], bindings)
@@ -457,33 +592,43 @@ def clients_main(a: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - told to the parent, which reports it
         _say("ERROR cannot subscribe: %s: %s" % (type(exc).__name__, exc))
         return 1
+    parent = LineReader(sys.stdin.fileno())
+    sel = selectors.DefaultSelector()
+    sel.register(parent, selectors.EVENT_READ, None)
     for c in clients:
-        c.start()
+        assert c.sock is not None
+        sel.register(c.sock, selectors.EVENT_READ, c)
     _say("READY %d" % len(clients))
     expected: Optional[List[int]] = None
-    lines = stdin_lines()
     deadline = time.monotonic() + a.deadline
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.02)
-        except queue.Empty:
-            line = ""
-        if line is None or line == "STOP":
+    going = True
+    while going:
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        if line.startswith("EXPECT "):
-            expected = json.loads(line[len("EXPECT ") :])
+        for key, _ in sel.select(min(left, 1.0)):
+            c = key.data
+            if c is not None:
+                if not c.read():
+                    c.ended = True
+                    sel.unregister(c.sock)
+                continue
+            for line in parent.read():
+                if line is None or line == "STOP":
+                    going = False
+                elif line.startswith("EXPECT "):
+                    expected = json.loads(line[len("EXPECT ") :])
         if expected is not None and all(
-            c.received >= n or c.ended.is_set() for c, n in zip(clients, expected)
+            c.scanner.received >= n or c.ended for c, n in zip(clients, expected)
         ):
             _say("COMPLETE")
             expected = None
+    sel.close()
     for c in clients:
-        c.shut()
-    for c in clients:
-        c.join(STOP_WAIT)
+        c.close()
     out = array.array("d")
     for c in clients:
-        out.extend(c.latencies)
+        out.extend(c.scanner.latencies)
     with open(a.out, "wb") as fh:
         out.tofile(fh)
     _say("RESULT " + json.dumps([c.result() for c in clients]))
