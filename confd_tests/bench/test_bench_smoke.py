@@ -299,11 +299,11 @@ STAMP0 = 1_700_000_000_000_000  # microseconds since 1970: 2023-11-14
 
 def _event_text(data, name="start-talking"):
     """An event as confd frames it for a websocket client."""
+    from confd.events.fanout import event_frame_text
     from confd.events.shape import Published
-    from confd.events.websocket import event_frame
 
     pub = Published(name, "c" * 32, "m" * 36, "conference.event.%s.%s" % ("c" * 32, "m" * 36), data)
-    return event_frame("conference.event.*.*", pub)
+    return event_frame_text("conference.event.*.*", pub)
 
 
 def _member_data(energy, pad=0):

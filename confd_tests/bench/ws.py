@@ -376,7 +376,7 @@ def feeder_main(a: argparse.Namespace) -> int:
 
 # --- websocket clients -----------------------------------------------------------------------
 
-EVENT_PREFIX = b'{"action":"event"'  # how confd starts every event frame (event_frame)
+EVENT_PREFIX = b'{"action":"event"'  # how confd starts every event frame (fanout.event_frame_text)
 STAMP_KEY = b'"current_energy":'  # the stamp's key in the compact JSON of the event's data
 _NUMBER_END = frozenset(b",}")  # what follows a number in compact JSON
 
