@@ -5,6 +5,7 @@ gevent's monkey-patching happens in the entry point (``cli.main``) before this i
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -200,6 +201,15 @@ class Daemon:
         return self.exit_code
 
 
+def _freeze_startup_objects() -> None:
+    """Exempt what start-up allocated (modules, the Flask app, configuration: most of the
+    process's objects) from the cyclic garbage collector.  A full collection walks every
+    tracked object; on the event loop that was a 20-30 ms pause every few seconds under
+    5,000 events/s, all of it spent on objects that live as long as the process."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_daemon(cfg: Config) -> int:
     try:
         daemon = Daemon(cfg)
@@ -215,6 +225,7 @@ def run_daemon(cfg: Config) -> int:
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
+    _freeze_startup_objects()
     try:
         code = daemon.wait()
     finally:

@@ -209,7 +209,7 @@ class AmqpPublisher:
         all: one round trip per batch instead of one per message.  Raises on a nack, a
         timeout or a lost connection; the caller sends the batch again after reconnecting."""
         for pub in batch:
-            msg = amqp.Message(pub.json(), content_type=CONTENT_TYPE, delivery_mode=PERSISTENT)
+            msg = amqp.Message(pub.body(), content_type=CONTENT_TYPE, delivery_mode=PERSISTENT)
             channel.basic_publish(msg, exchange=self._exchange, routing_key=pub.routing_key)
             self._sent_tag += 1
         deadline = time.monotonic() + CONFIRM_TIMEOUT

@@ -28,13 +28,13 @@ database).  Either way intake never waits and nothing is buffered without limit.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import gevent
+import orjson
 from gevent.event import Event
 from wsproto.frame_protocol import FrameProtocol
 
@@ -56,7 +56,8 @@ _UNRESOLVED = object()
 class Outbox:
     """One connection's frames waiting to be written, and the writing of them.
 
-    Frames are whole websocket frames (bytes); only the first may be partly written
+    Frames are whole websocket frames (bytes); the fan-out appends event frames to ``frames``
+    itself (the list is never replaced), then calls ``flush``.  Only the first may be partly written
     (``_offset`` bytes of it).  ``flush`` never blocks: what the socket does not take goes to
     a writer greenlet.  ``on_error`` is called (once) when the socket fails or takes nothing
     for ``write_timeout`` seconds."""
@@ -99,9 +100,12 @@ class Outbox:
             self._drained.clear()
 
     def seal(self, last: bytes) -> None:
-        """Queue the last frame (the close frame): anything put after it is ignored."""
+        """Queue the last frame (the close frame): nothing put after it is written."""
         self.put(last)
         self.sealed = True
+        # A fan-out round already under way may still append to the list it was given: from
+        # now on this outbox writes from a list of its own.
+        self.frames = self.frames[:]
 
     def discard(self) -> int:
         """Forget the frames not yet begun (a dropped client is not sent its stale backlog);
@@ -115,9 +119,12 @@ class Outbox:
 
     def flush(self) -> None:
         """Write what is waiting without blocking; the rest goes to the writer greenlet."""
-        if self._writer is not None or not self.frames or self.failed:
-            return
         frames = self.frames
+        if self._writer is not None or not frames:
+            return
+        if self.failed:
+            frames.clear()
+            return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         if self._offset:
             data = memoryview(data)[self._offset :]
@@ -134,6 +141,7 @@ class Outbox:
             self._drained.set()
             return
         self._consumed(n)
+        self._drained.clear()
         self._writer = gevent.spawn(self._write_rest)
         self._writer.name = "ws-writer-%s" % self.name
 
@@ -144,7 +152,7 @@ class Outbox:
     def stop(self) -> None:
         """The connection is over: stop writing."""
         self.failed = True
-        self.frames.clear()
+        self.frames = []
         self._drained.set()
         if self._writer is not None and self._writer is not gevent.getcurrent():
             self._writer.kill(block=False)
@@ -217,27 +225,45 @@ class Member(Protocol):
         """Dropped by the fan-out: tell the client why and close (must not block)."""
 
 
-def event_frame_text(binding: str, pub: shape.Published) -> str:
-    """The event message of events.md for a subscription (``binding``)."""
-    key = json.dumps(binding)
-    return '{"action":"event","subscribed_key":%s,"subscription_key":%s,"name":%s,' % (
-        key,
-        key,
-        json.dumps(pub.name),
-    ) + '"routing_key":%s,"data":%s}' % (json.dumps(pub.routing_key), pub.json())
+# Server frames: never masked, no extension ever negotiated.  send_data keeps no state
+# between calls for whole (fin) messages, so one encoder serves every frame.
+_ENCODER = FrameProtocol(client=False, extensions=[])
+
+
+def event_frame_text(binding: str, pub: shape.Published) -> bytes:
+    """The event message of events.md for a subscription (``binding``), as UTF-8 JSON."""
+    key = orjson.dumps(binding)
+    return b"".join(
+        (
+            b'{"action":"event","subscribed_key":',
+            key,
+            b',"subscription_key":',
+            key,
+            b',"name":',
+            orjson.dumps(pub.name),
+            b',"routing_key":',
+            orjson.dumps(pub.routing_key),
+            b',"data":',
+            pub.body(),
+            b"}",
+        )
+    )
 
 
 def encoded_event_frame(binding: str, pub: shape.Published) -> bytes:
     """The websocket frame of an event for a binding, encoded once and shared by every
-    connection with that binding: no extension is ever negotiated and server frames are not
-    masked, so the bytes are the same on every connection."""
+    connection with that binding (server frames are the same bytes on every connection)."""
     cache = pub.frames
     data = cache.get(binding)
     if data is None:
-        encoder = FrameProtocol(client=False, extensions=[])
-        text = event_frame_text(binding, pub)
-        data = cache[binding] = bytes(encoder.send_data(text, fin=True))
+        # wsproto frames text (str) as a text frame; bytes would be a binary one.
+        text = event_frame_text(binding, pub).decode("utf-8")
+        data = cache[binding] = bytes(_ENCODER.send_data(text, fin=True))
     return data
+
+
+# (call id or None, account id, sees all, binding, [(member, its outbox, the outbox's frames)])
+_Group = Tuple[Optional[str], str, bool, str, List[Tuple["Member", Outbox, List[bytes]]]]
 
 
 class Fanout:
@@ -262,8 +288,9 @@ class Fanout:
         self.members: List[Member] = []
         self._pending: List[shape.Published] = []
         self._wake = Event()
-        self._index: Optional[Tuple[Dict[str, List[Route]], List[Route]]] = None
+        self._index: Optional[Tuple[Dict[str, List[_Group]], List[_Group]]] = None
         self._active = False
+        self._scoped = False  # some subscription sees only its account's conferences
         self._greenlet: Optional[gevent.Greenlet] = None
         self._last_round = -1e9
         self.routed = 0  # events routed
@@ -294,17 +321,28 @@ class Fanout:
         """Whether any connection subscribes to anything (cheap: intake asks)."""
         return self._active
 
-    def _routes(self) -> Tuple[Dict[str, List[Route]], List[Route]]:
+    def _routes(self) -> Tuple[Dict[str, List[_Group]], List[_Group]]:
+        """The index: conference id -> groups of routes, and the groups of ``*`` bindings.
+        Connections with the same subscription (binding, account) share a group, so an event
+        is matched once per group, then appended to each of its connections' outboxes."""
         if self._index is None:
-            by_conf: Dict[str, List[Route]] = {}
-            anywhere: List[Route] = []
+            groups: Dict[Tuple[Optional[str], str, Optional[str], str, bool], _Group] = {}
             for m in self.members:
-                for conference_id, route in m.routes():
-                    if conference_id is None:
-                        anywhere.append(route)
-                    else:
-                        by_conf.setdefault(conference_id, []).append(route)
+                for conference_id, r in m.routes():
+                    key = (conference_id, r.binding, r.call_id, r.account_id, r.sees_all)
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = (r.call_id, r.account_id, r.sees_all, r.binding, [])
+                    group[4].append((m, m.outbox, m.outbox.frames))
+            by_conf: Dict[str, List[_Group]] = {}
+            anywhere: List[_Group] = []
+            for key, group in groups.items():
+                if key[0] is None:
+                    anywhere.append(group)
+                else:
+                    by_conf.setdefault(key[0], []).append(group)
             self._index = (by_conf, anywhere)
+            self._scoped = any(not group[2] for group in groups.values())
         return self._index
 
     # --- the intake side: a hub sink -----------------------------------------------------------
@@ -351,6 +389,9 @@ class Fanout:
         """One round: route every waiting event, then flush what was touched."""
         batch, self._pending = self._pending, []
         touched: List[Member] = []
+        self._routes()  # up to date, and so is _scoped
+        if self._scoped:
+            self.resolver.prefetch([pub.conference_id for pub in batch])
         for pub in batch:
             self._route(pub, touched)
         for m in touched:
@@ -362,29 +403,31 @@ class Fanout:
                 box.flush()
 
     def _route(self, pub: shape.Published, touched: List[Member]) -> None:
+        # The innermost loop runs once per event and connection: 250,000 times a second for
+        # 5,000 events/s to 50 clients, so it only appends.
         by_conf, anywhere = self._routes()
         exact = by_conf.get(pub.conference_id)
         owner: Any = _UNRESOLVED
-        for routes in (exact, anywhere):
-            if not routes:
+        for groups in (exact, anywhere):
+            if not groups:
                 continue
-            for r in routes:
-                if r.call_id is not None and r.call_id != pub.call_id:
+            for call_id, account_id, sees_all, binding, targets in groups:
+                if call_id is not None and call_id != pub.call_id:
                     continue
-                if not r.sees_all:
+                if not sees_all:
                     if owner is _UNRESOLVED:
                         # An ad-hoc conference's conference-create comes before any member: the
                         # hub may have learned its account since.
                         hint = pub.account_hint or self._account_hint(pub.conference_id)
                         owner = self.resolver.owner(pub.conference_id, hint)
-                    if owner != r.account_id:
+                    if owner != account_id:
                         continue
-                m = r.member
-                box = m.outbox
-                box.put(encoded_event_frame(r.binding, pub))
-                if not box.touched:
-                    box.touched = True
-                    touched.append(m)
+                frame = encoded_event_frame(binding, pub)
+                for m, box, frames in targets:
+                    frames.append(frame)
+                    if not box.touched:
+                        box.touched = True
+                        touched.append(m)
         self.routed += 1
 
     def _drop(self, member: Member, reason: str) -> None:

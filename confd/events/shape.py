@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
+import orjson
+
 from confd.conferences import events as ev
 from confd.conferences.model import Conference, Participant
 from confd.conferences.state import Update
@@ -69,15 +71,18 @@ class Published:
     # ``<prefix>Account-ID`` seen on the conference's members: the account of an ad-hoc
     # conference (api.md), used only when no conference document has this id.
     account_hint: Optional[str] = None
-    _json: Optional[str] = field(default=None, repr=False)
+    _body: Optional[bytes] = field(default=None, repr=False)
     # Encoded websocket frames by binding, shared by every connection (events/websocket.py).
     frames: Dict[str, bytes] = field(default_factory=dict, repr=False)
 
-    def json(self) -> str:
-        """The body, serialised once however many clients receive it."""
-        if self._json is None:
-            self._json = json.dumps(self.data, separators=(",", ":"))
-        return self._json
+    def body(self) -> bytes:
+        """The body as UTF-8 JSON, serialised once however many clients receive it."""
+        if self._body is None:
+            try:
+                self._body = orjson.dumps(self.data)
+            except TypeError:  # not expected of event data; the slower encoder copes anyway
+                self._body = json.dumps(self.data, separators=(",", ":")).encode()
+        return self._body
 
 
 def _envelope(node: str, app_version: str, msg_id: str, word: str, event_name: str) -> dict:

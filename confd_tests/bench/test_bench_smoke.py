@@ -303,7 +303,7 @@ def _event_text(data, name="start-talking"):
     from confd.events.shape import Published
 
     pub = Published(name, "c" * 32, "m" * 36, "conference.event.%s.%s" % ("c" * 32, "m" * 36), data)
-    return event_frame_text("conference.event.*.*", pub)
+    return event_frame_text("conference.event.*.*", pub).decode("utf-8")
 
 
 def _member_data(energy, pad=0):

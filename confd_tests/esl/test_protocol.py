@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from confd.esl import protocol as p
 from confd_tests.replay import CAPTURES, Capture
@@ -161,3 +163,31 @@ def test_command_parser_splits_commands_and_headers():
         ("api status", {"X-Extra": "1"}),
     ]
     assert [c.line for c in parser.feed(b"sion\n\n")] == ["api version"]
+
+
+# --- picking headers -------------------------------------------------------------------------
+
+_NAME = st.text(alphabet="ABCDEMNUacdeimnu-_", min_size=1, max_size=8)
+
+
+@given(
+    names=st.lists(_NAME, min_size=1, max_size=12, unique=True),
+    lines=st.lists(
+        st.tuples(_NAME, st.text(alphabet="ab%20:", max_size=6)), min_size=0, max_size=30
+    ),
+)
+def test_pick_finds_what_get_finds(names, lines):
+    """The prefix-factored regex of HeaderSet picks exactly the first value of each wanted
+    header, names that are prefixes of one another included (Member-ID, Member-ID-Extra)."""
+    # Prefixes of the wanted names appear as headers too, to tempt a wrong match.
+    text = "\n" + "\n".join("%s: %s" % (n, v) for n, v in lines) + "\n"
+    event = p.Event(text=text)
+    wanted = p.HeaderSet(names)
+    expected = {n: event.get(n) for n in names if event.get(n) is not None}
+    assert event.pick(wanted) == expected
+
+
+def test_header_set_refuses_names_that_cannot_be_headers():
+    for bad in ([], [""], ["a\nb"], ["a: b"]):
+        with pytest.raises(ValueError):
+            p.HeaderSet(bad)

@@ -67,9 +67,9 @@ def setup(owner=NO_DOCUMENT, **kw):
     hub = EventHub(node_name="confd-1", app_version=confd.__version__, state=state)
     lookups = []
 
-    def lookup(cid):
-        lookups.append(cid)
-        return owner
+    def lookup(ids):
+        lookups.append(list(ids))
+        return {i: owner for i in ids if owner != NO_DOCUMENT}
 
     fanout = Fanout(OwnershipResolver(lookup), account_hint=hub.account_hint, metrics=metrics, **kw)
     hub.add_sink(fanout.offer, active=fanout.active)
@@ -107,7 +107,7 @@ def test_routes_by_conference_call_and_account():
     assert calls(elsewhere) == [] and calls(stranger) == []
     # The ad-hoc conference's account comes from its members' channel variable; the document
     # lookup is made once per conference (cached), not per event or per connection.
-    assert lookups == [CONF]
+    assert lookups == [[CONF]]
     msg = mine.outbox.sock.messages()[0]
     assert msg["action"] == "event" and msg["routing_key"] == "conference.event.%s.%s" % (
         CONF,
@@ -294,3 +294,53 @@ def test_conference_level_events_routed_by_conference():
     publish(hub, state, ev.LockChanged(CONF, "e2e9007d-a4e4-4d5c-b9bf-013020e2f3fe", True))
     fanout.dispatch()
     assert [msg["name"] for msg in conf_only.outbox.sock.messages()] == ["lock"]
+
+
+def test_frames_routed_after_the_close_frame_are_not_written():
+    """A round under way when a connection closes may still append to its outbox's list."""
+    hub, state, fanout, _, _ = setup()
+    m = Member(RecordingSocket(room=0), ["conference.event.*.*"])
+    fanout.join(m)
+    publish(hub, state, member_event("add-member"))
+    by_conf, anywhere = fanout._routes()  # what a round in progress holds
+    m.outbox.seal(b"CLOSE")
+    fanout.leave(m)
+    anywhere[0][4][0][2].append(b"late event")
+    m.outbox.sock.room = None
+    m.outbox.flush()
+    assert m.outbox.sock.sends[-1].endswith(b"CLOSE")
+    assert b"late event" not in b"".join(m.outbox.sock.sends)
+
+
+def test_new_conferences_of_a_round_are_looked_up_in_one_query():
+    hub, state, fanout, _, lookups = setup()
+    m = Member(RecordingSocket(), ["conference.event.*.*"])
+    admin = Member(RecordingSocket(), ["conference.event.*.*"], sees_all=True)
+
+    def event(action, i):
+        return member_event(
+            action,
+            conference_name="c%d" % i,
+            conference_uuid="e2e9007d-a4e4-4d5c-b9bf-%012d" % i,
+            participant_id=30 + i,
+            call_id="k%d" % i,
+        )
+
+    fanout.join(admin)
+    for i in (1, 2):
+        publish(hub, state, event("add-member", i))
+    fanout.dispatch()
+    assert lookups == []  # only admins listen: nobody's account is needed
+    fanout.join(m)
+    publish(hub, state, event("mute-member", 1))
+    publish(hub, state, event("mute-member", 2))
+    publish(hub, state, event("add-member", 3))
+    publish(hub, state, event("unmute-member", 1))
+    fanout.dispatch()
+    assert lookups == [["c1", "c2", "c3"]]
+    assert [msg["data"]["conference_id"] for msg in m.outbox.sock.messages()] == [
+        "c1",
+        "c2",
+        "c3",
+        "c1",
+    ]

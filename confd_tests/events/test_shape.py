@@ -1,5 +1,6 @@
 """Pure parts: event shapes, routing keys, filter, bindings; the hub and the ownership cache."""
 
+import gevent
 import pytest
 
 import confd
@@ -8,7 +9,7 @@ from confd.conferences.model import Conference, Participant
 from confd.conferences.state import LiveState, Update
 from confd.events import shape
 from confd.events.hub import EventHub
-from confd.events.ownership import NO_DOCUMENT, OwnershipResolver
+from confd.events.ownership import OwnershipResolver
 from confd.metrics import Metrics
 
 CONF = "0123456789abcdef0123456789abcdef"
@@ -262,18 +263,25 @@ def test_ownership_document_wins_then_hint_then_nobody():
     now = [100.0]
     calls = []
 
-    def lookup(cid):
-        calls.append(cid)
-        return docs.get(cid, NO_DOCUMENT)
+    def lookup(ids):
+        calls.append(list(ids))
+        return {i: docs[i] for i in ids if i in docs}
 
     r = OwnershipResolver(lookup, ttl=5, clock=lambda: now[0])
     assert r.owner("doc1", "acct-hint") == "acct-doc"
     assert r.owner("adhoc", "acct-hint") == "acct-hint"
     assert r.owner("adhoc", None) is None
-    assert calls == ["doc1", "adhoc"]  # cached within the TTL
+    assert calls == [["doc1"], ["adhoc"]]  # cached within the TTL
     docs["adhoc"] = "acct-new"
     assert r.owner("adhoc", "acct-hint") == "acct-hint"
     now[0] += 6
+    # Expired: still answered from the cache, never waiting for the database...
+    assert r.owner("adhoc", "acct-hint") == "acct-hint"
+    assert r.owner("doc1", None) == "acct-doc"
+    assert calls == [["doc1"], ["adhoc"]]
+    # ...while one background query refreshes every expired entry.
+    gevent.sleep(0)
+    assert calls[2:] == [["adhoc", "doc1"]]
     assert r.owner("adhoc", "acct-hint") == "acct-new"
 
 
@@ -281,20 +289,28 @@ def test_ownership_fails_closed_and_retries():
     now = [0.0]
     state = {"fail": True}
 
-    def lookup(cid):
+    def lookup(ids):
         if state["fail"]:
             raise OSError("database down")
-        return NO_DOCUMENT
+        return {}
 
     r = OwnershipResolver(lookup, ttl=5, clock=lambda: now[0])
     assert r.owner("c", "acct") is None
     state["fail"] = False
     now[0] += 1.5
+    assert r.owner("c", "acct") is None  # the retry runs in the background
+    r.refresh()
     assert r.owner("c", "acct") == "acct"
+    # A refresh that fails withholds again (fail closed), until a lookup succeeds.
+    now[0] += 6
+    state["fail"] = True
+    r.owner("c", "acct")
+    r.refresh()
+    assert r.owner("c", "acct") is None
 
 
 def test_ownership_cache_bounded():
-    r = OwnershipResolver(lambda cid: NO_DOCUMENT, max_entries=3)
+    r = OwnershipResolver(lambda ids: {}, max_entries=3)
     for i in range(10):
         r.owner("c%d" % i, None)
     assert len(r._cache) == 3
