@@ -292,6 +292,9 @@ class EventsConfig:
     subscriber_queue: int = field(default=1000, metadata={_MIN: 1})
     # Bound of the queue of events waiting to be published to AMQP.
     amqp_buffer: int = field(default=10000, metadata={_MIN: 1})
+    # Websocket writes: at most one round of sends per this many milliseconds (0: a round per
+    # batch of ESL events read).  The latency it may add, for fewer, larger sends under load.
+    websocket_batch_ms: int = field(default=2, metadata={_RANGE: (0, 100)})
 
     def __post_init__(self) -> None:
         _check_fields(self)

@@ -120,6 +120,7 @@ class Daemon:
             resolver=OwnershipResolver(store_lookup(self.store)),
             queue_bound=cfg.events.subscriber_queue,
             metrics=self.metrics,
+            flush_interval=cfg.events.websocket_batch_ms / 1000.0,
         )
         self.server: Optional[WSGIServer] = None
         self._stopped = Event()

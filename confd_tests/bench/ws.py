@@ -149,6 +149,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--client-procs", type=int, default=2, help="processes for the clients (2)")
     ap.add_argument("--subscriber-queue", type=int, default=20000, help="events.subscriber_queue")
     ap.add_argument("--amqp-buffer", type=int, default=20000, help="events.amqp_buffer")
+    ap.add_argument(
+        "--batch-ms", type=int, help="events.websocket_batch_ms (default: confd's default)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--keep", type=Path, help="copy each run's logs (daemon, feeder, clients) to this folder"
@@ -971,6 +974,8 @@ class Run:
         }
         if amqp_url:
             events["amqp_url"] = amqp_url
+        if self.args.batch_ms is not None:
+            events["websocket_batch_ms"] = self.args.batch_ms
         cfg = {
             "http": {"host": "127.0.0.1", "port": self.port},
             "database": {"url": self.pop.db_url},
