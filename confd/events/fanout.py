@@ -16,9 +16,10 @@ done per frame that can be done per event or per write:
   connection's waiting frames.  Whatever the socket does not take right away is left to a
   writer greenlet of that connection, which waits for the socket, bounded by a write timeout,
   while the dispatcher goes on with the others.
-- Rounds are at least ``flush_interval`` apart: a steady stream is written in batches (one
-  send per connection per round instead of one per event), while an event that arrives after
-  a quiet spell goes out at once.  The interval bounds the latency this adds.
+- After a round, the next one waits as long as that round took, up to ``flush_interval``: a
+  steady stream to many clients is written in batches (one send per connection per round
+  instead of one per event), while cheap rounds and an event after a quiet spell go out at
+  once.  The interval bounds the latency this adds.
 
 Bounds: a connection whose outbox holds more than its bound of frames is dropped (the client
 did not keep up: ``on_overflow``), and so is every connection when events wait for the
@@ -292,7 +293,7 @@ class Fanout:
         self._active = False
         self._scoped = False  # some subscription sees only its account's conferences
         self._greenlet: Optional[gevent.Greenlet] = None
-        self._last_round = -1e9
+        self._next_round = -1e9
         self.routed = 0  # events routed
         self.dropped = 0  # connections dropped
 
@@ -379,11 +380,16 @@ class Fanout:
         while True:
             self._wake.wait()
             self._wake.clear()
-            wait = self._last_round + self.flush_interval - self.clock()
+            wait = self._next_round - self.clock()
             if wait > 0:
                 gevent.sleep(wait)
-            self._last_round = self.clock()
+            start = self.clock()
             self.dispatch()
+            end = self.clock()
+            # The next round waits as long as this one took, up to the interval: under a steady
+            # stream to many clients the writes stay batched, while a cheap round (a few
+            # clients) adds no latency to the next event.
+            self._next_round = end + min(self.flush_interval, end - start)
 
     def dispatch(self) -> None:
         """One round: route every waiting event, then flush what was touched."""

@@ -180,12 +180,25 @@ def test_dispatcher_backlog_bound_drops_everyone():
     assert fanout.waiting == 0 and not fanout.active()
 
 
-def test_offer_never_yields_and_rounds_are_spaced():
+class SlowSocket(RecordingSocket):
+    """Each send takes ``cost`` seconds of the fan-out's (fake) clock."""
+
+    def __init__(self, clock, cost):
+        super().__init__()
+        self.clock, self.cost = clock, cost
+
+    def send(self, data, flags=0, timeout=None):
+        self.clock[0] += self.cost
+        return super().send(data, flags, timeout)
+
+
+def test_offer_never_yields_and_costly_rounds_are_spaced():
     """offer runs in the ESL reader greenlet: no switch may happen inside it.  The dispatcher
-    then writes a burst in one round, and a round follows the last one by the interval."""
+    then writes a burst in one round; after a round that took long, the next one waits as long
+    (up to the interval), so that a steady stream goes out in batches."""
     now = [100.0]
-    hub, state, fanout, _, _ = setup(flush_interval=0.05, clock=lambda: now[0])
-    m = Member(RecordingSocket(), ["conference.event.*.*"])
+    hub, state, fanout, _, _ = setup(flush_interval=0.5, clock=lambda: now[0])
+    m = Member(SlowSocket(now, 0.05), ["conference.event.*.*"])
     fanout.join(m)
     fanout.start()
     try:
@@ -198,11 +211,26 @@ def test_offer_never_yields_and_rounds_are_spaced():
         gevent.sleep(0.01)
         assert switched == [True] and len(m.outbox.sock.sends) == 1  # the first round at once
         publish(hub, state, member_event("unmute-member"))
-        gevent.sleep(0.01)
-        assert len(m.outbox.sock.sends) == 1  # too soon after the last round: it waits
+        gevent.sleep(0.02)
+        assert len(m.outbox.sock.sends) == 1  # that round took 50 ms: the next one waits
         gevent.sleep(0.06)
         assert len(m.outbox.sock.sends) == 2
         assert len(m.outbox.sock.messages()) == 11
+    finally:
+        fanout.stop()
+
+
+def test_cheap_rounds_are_not_delayed():
+    now = [100.0]
+    hub, state, fanout, _, _ = setup(flush_interval=0.5, clock=lambda: now[0])
+    m = Member(RecordingSocket(), ["conference.event.*.*"])
+    fanout.join(m)
+    fanout.start()
+    try:
+        for i in range(3):
+            publish(hub, state, member_event("mute-member" if i % 2 else "unmute-member"))
+            gevent.sleep(0.01)
+            assert len(m.outbox.sock.sends) == i + 1
     finally:
         fanout.stop()
 
