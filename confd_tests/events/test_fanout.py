@@ -324,20 +324,46 @@ def test_conference_level_events_routed_by_conference():
     assert [msg["name"] for msg in conf_only.outbox.sock.messages()] == ["lock"]
 
 
-def test_frames_routed_after_the_close_frame_are_not_written():
-    """A round under way when a connection closes may still append to its outbox's list."""
+def test_nothing_is_written_after_the_close_frame():
+    """A connection closing is sealed before it leaves the fan-out: a round routing to it
+    meanwhile must not put frames after its close frame."""
     hub, state, fanout, _, _ = setup()
-    m = Member(RecordingSocket(room=0), ["conference.event.*.*"])
+    m = Member(RecordingSocket(), ["conference.event.*.*"])
     fanout.join(m)
     publish(hub, state, member_event("add-member"))
-    by_conf, anywhere = fanout._routes()  # what a round in progress holds
+    fanout.dispatch()
     m.outbox.seal(b"CLOSE")
-    fanout.leave(m)
-    anywhere[0][4][0][2].append(b"late event")
-    m.outbox.sock.room = None
-    m.outbox.flush()
-    assert m.outbox.sock.sends[-1].endswith(b"CLOSE")
-    assert b"late event" not in b"".join(m.outbox.sock.sends)
+    publish(hub, state, member_event("mute-member"))
+    fanout.dispatch()
+    sent = b"".join(m.outbox.sock.sends)
+    assert sent.endswith(b"CLOSE") and sent.count(b'"action":"event"') == 1
+
+
+def test_connections_with_several_subscriptions_keep_the_event_order():
+    hub, state, fanout, _, _ = setup()
+    both = Member(RecordingSocket(), ["conference.event.c1.*", "conference.event.c2.*"])
+    one = Member(RecordingSocket(), ["conference.event.c1.*"])
+    join(fanout, both, one)
+    for i, conf in enumerate(("c1", "c2", "c1", "c2")):
+        publish(
+            hub,
+            state,
+            member_event(
+                "add-member",
+                conference_name=conf,
+                conference_uuid="e2e9007d-a4e4-4d5c-b9bf-%012d" % (i % 2),
+                participant_id=40 + i,
+                call_id="k%d" % i,
+            ),
+        )
+    fanout.dispatch()
+    assert [msg["data"]["call_id"] for msg in both.outbox.sock.messages()] == [
+        "k0",
+        "k1",
+        "k2",
+        "k3",
+    ]
+    assert [msg["data"]["call_id"] for msg in one.outbox.sock.messages()] == ["k0", "k2"]
 
 
 def test_new_conferences_of_a_round_are_looked_up_in_one_query():
