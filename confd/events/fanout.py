@@ -215,9 +215,8 @@ class Outbox:
 
 @dataclass(frozen=True)
 class Route:
-    """One subscription of one connection: where matching events go."""
+    """One subscription of a connection: which events it takes, and for which binding."""
 
-    member: Member
     binding: str  # the binding's text: the frame says which subscription it answers
     call_id: Optional[str]  # None = any call
     account_id: str

@@ -235,7 +235,7 @@ class WebsocketSession:
         self._routes = [
             (
                 sub.binding.conference_id,
-                Route(self, sub.binding.text, sub.binding.call_id, sub.account_id, sub.sees_all),
+                Route(sub.binding.text, sub.binding.call_id, sub.account_id, sub.sees_all),
             )
             for sub in self.subscriptions.values()
         ]

@@ -49,9 +49,7 @@ class Member:
         self._routes = []
         for text in bindings:
             b = shape.parse_binding(text)
-            self._routes.append(
-                (b.conference_id, Route(self, b.text, b.call_id, account, sees_all))
-            )
+            self._routes.append((b.conference_id, Route(b.text, b.call_id, account, sees_all)))
         self.dropped = []
 
     def routes(self):
