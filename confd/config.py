@@ -288,12 +288,13 @@ class EventsConfig:
     )
     channel_var_prefix: str = "ecallmgr_"
     amqp_url: Optional[str] = None
-    # Bound of each websocket subscriber's queue.
+    # Bound of the event frames waiting for one websocket client (and of the events waiting
+    # for the fan-out itself).
     subscriber_queue: int = field(default=1000, metadata={_MIN: 1})
     # Bound of the queue of events waiting to be published to AMQP.
     amqp_buffer: int = field(default=10000, metadata={_MIN: 1})
-    # Websocket writes: at most one round of sends per this many milliseconds (0: a round per
-    # batch of ESL events read).  The latency it may add, for fewer, larger sends under load.
+    # Websocket writes go out in rounds; the next round waits as long as the last one took, up
+    # to this many milliseconds (0: never waits): the latency batching may add under load.
     websocket_batch_ms: int = field(default=2, metadata={_RANGE: (0, 100)})
 
     def __post_init__(self) -> None:
