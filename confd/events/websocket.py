@@ -107,7 +107,8 @@ class Subscription:
 
 
 class Authorizer:
-    """Tokens and accounts for subscriptions (database calls: reader/sender greenlets only)."""
+    """Tokens and accounts for subscriptions (database calls: reader and token-checker
+    greenlets only, never the intake path)."""
 
     def __init__(self, store: Any, clock: Callable[[], float] = time.time) -> None:
         self._store = store
