@@ -7,11 +7,13 @@ done per frame that can be done per event or per write:
 - The hub hands each event to ``Fanout.offer`` (a hub sink, on the intake path): one list
   append and, for the first event of a round, one wake-up of the dispatcher greenlet.
 - The dispatcher takes every event waiting in one round.  For each event it looks up the
-  routes of its conference (an index by conference id, plus the routes of ``*`` bindings),
-  resolves the conference's account once (``OwnershipResolver``, cached; the only step that
-  may wait on the database, which is why it is here and not on the intake path), and appends
-  the event's frame, encoded once per binding and shared by every connection, to each matching
-  connection's ``Outbox``.
+  route groups of its conference (an index by conference id, plus the groups of ``*``
+  bindings; connections with the same subscription share a group), resolves the conference's
+  account once (``OwnershipResolver``, cached; the only step that may wait on the database,
+  which is why it is here and not on the intake path), and encodes the event's frame once per
+  binding.  A group's frames of the round are joined once into one chunk, put in the
+  ``Outbox`` of each of its connections (a connection with several subscriptions gets each
+  frame as it is routed instead, so that its frames keep the events' order).
 - Then it flushes every outbox it touched: one non-blocking ``send`` of all of that
   connection's waiting frames.  Whatever the socket does not take right away is left to a
   writer greenlet of that connection, which waits for the socket, bounded by a write timeout,
@@ -22,7 +24,7 @@ done per frame that can be done per event or per write:
   once.  The interval bounds the latency this adds.
 
 Bounds: a connection whose outbox holds more than its bound of frames is dropped (the client
-did not keep up: ``on_overflow``), and so is every connection when events wait for the
+did not keep up: ``Member.overflowed``), and so is every connection when events wait for the
 dispatcher beyond the backlog bound (the dispatcher itself fell behind, say on a stalled
 database).  Either way intake never waits and nothing is buffered without limit.
 """
