@@ -105,3 +105,19 @@ def test_every_observed_status_is_documented(harness, observed_statuses):
                 missing.append((rule, method, status))
     assert missing == []
     assert checked >= 8
+
+
+def test_unknown_and_ui_keys_are_documented_as_stored_as_given(harness):
+    """api.md: ``ui_metadata`` and other unknown keys are stored as given (the schema is open).
+    The documented Conference schema must accept what confd stores and returns (the fuzzer
+    found ``ui_metadata: []`` answered 201, against a schema that said it was an object)."""
+    import jsonschema
+
+    spec = harness.anon.get("/v2/openapi.json", token=None).body
+    documented = spec["components"]["schemas"]["Conference"]["properties"]["ui_metadata"]
+    acme = harness.account("uimeta")
+    for value in ([], "text", 3, None, {"origin": "test"}):
+        reply = acme.api.put(acme.path("/conferences"), {"name": "c", "ui_metadata": value})
+        assert reply.status == 201, reply.body
+        assert reply.data["ui_metadata"] == value
+        jsonschema.validate(reply.data["ui_metadata"], documented)
