@@ -320,8 +320,6 @@ class Fanout:
         self._scoped = False  # some subscription sees only its account's conferences
         self._greenlet: Optional[gevent.Greenlet] = None
         self._next_round = -1e9
-        self.routed = 0  # events routed
-        self.dropped = 0  # connections dropped
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -472,11 +470,9 @@ class Fanout:
                     if not box.touched:
                         box.touched = True
                         touched.append(m)
-        self.routed += 1
 
     def _drop(self, member: Member, reason: str) -> None:
         self.leave(member)
-        self.dropped += 1
         if self.metrics is not None:
             self.metrics.queue_drops.labels("websocket").inc()
         member.outbox.discard()

@@ -65,7 +65,6 @@ class OwnershipResolver:
         self._cache: OrderedDict[str, Tuple[float, Optional[str]]] = OrderedDict()
         self._expired: Dict[str, None] = {}  # waiting for the refresher, in order
         self._refresher: Optional[gevent.Greenlet] = None
-        self.lookups = 0  # queries made
 
     def document_owner(self, conference_id: str) -> Optional[str]:
         """The document's account, ``NO_DOCUMENT``, or ``UNKNOWN`` (database failed)."""
@@ -115,7 +114,6 @@ class OwnershipResolver:
 
     def _fetch(self, ids: List[str]) -> Dict[str, Optional[str]]:
         now = self._clock()
-        self.lookups += 1
         try:
             found = self._lookup(ids)
             owners: Dict[str, Optional[str]] = {i: found.get(i, NO_DOCUMENT) for i in ids}
