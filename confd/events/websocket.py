@@ -35,7 +35,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from confd.events import shape
-from confd.events.fanout import DROP_BEHIND, FLUSH_INTERVAL, Fanout, Outbox, Route
+from confd.events.fanout import DROP_BEHIND, DROP_TOO_SLOW, FLUSH_INTERVAL, Fanout, Outbox, Route
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
 from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
@@ -298,7 +298,7 @@ class WebsocketSession:
             # A client that sends but never reads our answers.
             self.fanout.leave(self)
             self.outbox.discard()
-            self.overflowed("too slow")
+            self.overflowed(DROP_TOO_SLOW)
             raise _Closed()
         self.outbox.flush()
 
