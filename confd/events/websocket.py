@@ -48,7 +48,7 @@ SOCKET_ENVIRON_KEY = "confd.websocket.socket"
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_BINDINGS = 100  # per connection: each one is matched on the intake path
-READ_CHUNK = 65536
+READ_CHUNK = 16384  # per read; then the reader waits for an idle loop (see _read_loop)
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
 TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
 TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
@@ -367,6 +367,11 @@ class WebsocketSession:
                 if event.message_finished:
                     text, parts, size = "".join(parts), [], 0
                     self._message(text)
+            # read1() does not yield while data is waiting, and sleep(0) would not let the
+            # loop poll sockets either: a client sending without pause kept intake, the fan-out
+            # and every request waiting (seconds, measured).  A client's messages wait for an
+            # idle loop instead.
+            gevent.idle()
 
     def _message(self, text: str) -> None:
         request_id = None
