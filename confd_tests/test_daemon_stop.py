@@ -217,6 +217,10 @@ def refused(port: int) -> bool:
         sock = gsocket.create_connection(("127.0.0.1", port), timeout=1.0)
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Our SYN was in the listen backlog when the listener closed: ask again, the next
+        # attempt meets the closed port.
+        return False
     sock.close()
     return False
 
