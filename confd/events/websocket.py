@@ -48,7 +48,8 @@ SOCKET_ENVIRON_KEY = "confd.websocket.socket"
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_BINDINGS = 100  # per connection: each one is matched on the intake path
-READ_CHUNK = 16384  # per read; then the reader waits for an idle loop (see _read_loop)
+READ_CHUNK = 16384  # per read; then the reader pauses (see _read_loop)
+READ_PAUSE = 0.001
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
 TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
 TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
@@ -367,11 +368,11 @@ class WebsocketSession:
                 if event.message_finished:
                     text, parts, size = "".join(parts), [], 0
                     self._message(text)
-            # read1() does not yield while data is waiting, and sleep(0) would not let the
-            # loop poll sockets either: a client sending without pause kept intake, the fan-out
-            # and every request waiting (seconds, measured).  A client's messages wait for an
-            # idle loop instead.
-            gevent.idle()
+            # read1() does not yield while data is waiting, and sleep(0) did not let the loop
+            # poll sockets either: a client sending without pause kept intake, the fan-out and
+            # every request waiting for seconds (measured).  A short timed pause lets the loop
+            # turn and still reads a flooding client at READ_CHUNK per pause.
+            gevent.sleep(READ_PAUSE)
 
     def _message(self, text: str) -> None:
         request_id = None
