@@ -109,6 +109,11 @@ class LiveApi:
         self._loop.run_callback_threadsafe(lambda: gevent.spawn(run))
         return future.result(timeout)
 
+    def refresh(self) -> None:
+        """Put back now what earlier fuzzed requests removed (the keeper does it every
+        KEEP_INTERVAL), so that ``snapshot`` is current when this returns."""
+        self.call(lambda h: self._keep())
+
     def commands(self) -> List[str]:
         """Every line the fake FreeSWITCH received so far."""
         return self.call(lambda h: [line for _conn, line in h.fakes[FUZZ_NODE].commands])

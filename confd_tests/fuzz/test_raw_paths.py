@@ -250,6 +250,7 @@ def test_encoded_canonical_ids_reach_freeswitch(live_api: LiveApi) -> None:
     """The counterpart of the fuzzers' refusals: well-formed ids, every byte percent-encoded,
     are decoded and acted on (so the fuzzers' 4xx are not a server refusing everything)."""
     api = live_api
+    api.refresh()  # a fuzzed DELETE just before may have removed the live document
     conf = api.snapshot.live_ids[0]
     member = api.snapshot.members_of[conf][-1]
     path = "/v2/accounts/%s/conferences/%s/participants/%s" % (
@@ -269,6 +270,7 @@ def test_doubled_slashes_answer_an_envelope(live_api: LiveApi) -> None:
     redirect to the merged path (which a client following redirects would re-send, action
     included, to a Location built from the Host header it sent)."""
     api = live_api
+    api.refresh()  # a fuzzed DELETE just before may have removed the live document
     conf = api.snapshot.live_ids[0]
     mark = len(api.commands())
     for method, path, body in [
