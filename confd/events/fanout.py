@@ -386,7 +386,7 @@ class Fanout:
             )
             pending.clear()
             for m in list(self.members):
-                self._drop(m, DROP_BEHIND)
+                self.drop(m, DROP_BEHIND)
 
     # --- the dispatcher ------------------------------------------------------------------------
 
@@ -437,7 +437,7 @@ class Fanout:
             box = m.outbox
             box.touched = False
             if box.over_bound:
-                self._drop(m, DROP_TOO_SLOW)
+                self.drop(m, DROP_TOO_SLOW)
             else:
                 box.flush()
 
@@ -471,7 +471,9 @@ class Fanout:
                         box.touched = True
                         touched.append(m)
 
-    def _drop(self, member: Member, reason: str) -> None:
+    def drop(self, member: Member, reason: str) -> None:
+        """Drop a connection that is too far behind: out of the fan-out, its stale frames
+        discarded, counted, and told (``Member.overflowed``) to close with a notice."""
         self.leave(member)
         if self.metrics is not None:
             self.metrics.queue_drops.labels("websocket").inc()

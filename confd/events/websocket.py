@@ -297,9 +297,7 @@ class WebsocketSession:
             self.outbox.put(data)
         if self.outbox.over_bound:
             # A client that sends but never reads our answers.
-            self.fanout.leave(self)
-            self.outbox.discard()
-            self.overflowed(DROP_TOO_SLOW)
+            self.fanout.drop(self, DROP_TOO_SLOW)
             raise _Closed()
         self.outbox.flush()
 
