@@ -419,11 +419,11 @@ class Fanout:
         batch, self._pending = self._pending, []
         touched: List[Member] = []
         groups: List[_Group] = []
-        self._routes()  # up to date, and so is _scoped
+        index = self._routes()  # up to date, and so is _scoped
         if self._scoped:
             self.resolver.prefetch([pub.conference_id for pub in batch])
         for pub in batch:
-            self._route(pub, touched, groups)
+            self._route(pub, index, touched, groups)
         for g in groups:
             frames, g.pending = g.pending, []
             chunk = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -441,8 +441,14 @@ class Fanout:
             else:
                 box.flush()
 
-    def _route(self, pub: shape.Published, touched: List[Member], groups: List[_Group]) -> None:
-        by_conf, anywhere = self._routes()
+    def _route(
+        self,
+        pub: shape.Published,
+        index: Tuple[Dict[str, List[_Group]], List[_Group]],
+        touched: List[Member],
+        groups: List[_Group],
+    ) -> None:
+        by_conf, anywhere = index
         exact = by_conf.get(pub.conference_id)
         owner: Any = _UNRESOLVED
         for candidates in (exact, anywhere):
