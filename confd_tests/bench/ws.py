@@ -1312,6 +1312,20 @@ def _delivered(r: Dict[str, Any]) -> str:
     return "%.1f%%" % (100.0 * r["delivered"] / r["expected"])
 
 
+def _latency_cells(r: Dict[str, Any]) -> List[str]:
+    """rate/s, sent/s, to deliver, delivered, p50, p90, p99, max: the columns both tables share."""
+    return [
+        _fmt(r["rate"]),
+        _fmt(r.get("achieved_rate")),
+        _fmt(r.get("expected")),
+        _delivered(r),
+        _ms(r, "p50_ms", "{:.2f}"),
+        _ms(r, "p90_ms", "{:.2f}"),
+        _ms(r, "p99_ms", "{:.2f}"),
+        _ms(r, "max_ms", "{:.1f}"),
+    ]
+
+
 Ranked = List[Tuple[str, int]]
 
 
@@ -1370,20 +1384,9 @@ def _report(results: Dict[str, Any], out: TextIO) -> None:
     rows = []
     for r in ws:
         rows.append(
-            [
-                str(r["clients"]),
-                r["mode"],
-                _fmt(r["rate"]),
-                _fmt(r.get("achieved_rate")),
-                _fmt(r.get("expected")),
-                _delivered(r),
-                _ms(r, "p50_ms", "{:.2f}"),
-                _ms(r, "p90_ms", "{:.2f}"),
-                _ms(r, "p99_ms", "{:.2f}"),
-                _ms(r, "max_ms", "{:.1f}"),
-                _fmt(r.get("closed_by_confd")),
-                r["status"],
-            ]
+            [str(r["clients"]), r["mode"]]
+            + _latency_cells(r)
+            + [_fmt(r.get("closed_by_confd")), r["status"]]
         )
     out.write(
         table(
@@ -1418,20 +1421,7 @@ def _report(results: Dict[str, Any], out: TextIO) -> None:
         out.write("\n2. AMQP: latency from the fake FreeSWITCH's send to the consumer's receive\n")
         rows = []
         for r in mq:
-            rows.append(
-                [
-                    _fmt(r["rate"]),
-                    _fmt(r.get("achieved_rate")),
-                    _fmt(r.get("expected")),
-                    _delivered(r),
-                    _ms(r, "p50_ms", "{:.2f}"),
-                    _ms(r, "p90_ms", "{:.2f}"),
-                    _ms(r, "p99_ms", "{:.2f}"),
-                    _ms(r, "max_ms", "{:.1f}"),
-                    _fmt(r.get("confd_amqp_dropped")),
-                    r["status"],
-                ]
-            )
+            rows.append(_latency_cells(r) + [_fmt(r.get("confd_amqp_dropped")), r["status"]])
         out.write(
             table(
                 [
