@@ -19,21 +19,5 @@ line of the output is the JSON summary.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def table(headers: Sequence[str], rows: List[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """Plain aligned text: columns in ``right`` are right-aligned (numbers)."""
-    cells = [list(headers)] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        parts = [
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
-        ]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -854,7 +854,7 @@ def _f(value: Any, spec: str = "{:,.0f}") -> str:
 
 
 def print_summary(r: Dict[str, Any], out: TextIO) -> None:
-    from confd_tests.soak import table
+    from confd_tests.bench import table
 
     sc = r["scale"]
     ev = r.get("events", {})
