@@ -63,15 +63,15 @@ class Outbox:
     events for one subscription come as one chunk, joined once and shared by every connection
     with that subscription).  Only the first chunk may be partly written (``_offset`` bytes of
     it).  ``waiting`` counts frames, against ``bound``.  ``flush`` never blocks: what the socket
-    does not take goes to a writer greenlet.  ``on_error`` is called (once) when the socket
-    fails or takes nothing for ``write_timeout`` seconds."""
+    does not take goes to a writer greenlet.  ``on_error(reason)`` is called (once) when the
+    socket fails or takes nothing for ``write_timeout`` seconds."""
 
     def __init__(
         self,
         sock: Any,
         bound: int,
         name: str = "",
-        on_error: Callable[[], None] = lambda: None,
+        on_error: Callable[[str], None] = lambda reason: None,
         write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         if bound < 1:
@@ -139,8 +139,8 @@ class Outbox:
             n = self.sock.send(data, 0, 0.0)
         except BlockingIOError:
             n = 0
-        except OSError:
-            self._fail()
+        except OSError as exc:
+            self._fail("write failed: %s" % (exc.strerror or type(exc).__name__))
             return
         if n == len(data):
             self._clear()
@@ -196,21 +196,20 @@ class Outbox:
                     n = self.sock.send(data)
                 self._consumed(n)
         except gevent.Timeout:
-            log.info("websocket %s: client not reading, aborting", self.name)
-            self._fail()
-        except OSError:
-            self._fail()
+            self._fail("client took nothing for %gs" % self.write_timeout)
+        except OSError as exc:
+            self._fail("write failed: %s" % (exc.strerror or type(exc).__name__))
         finally:
             self._writer = None
             if not self._chunks:
                 self._drained.set()
 
-    def _fail(self) -> None:
+    def _fail(self, reason: str) -> None:
         if not self.failed:
             self.failed = True
             self._clear()
             try:
-                self._on_error()
+                self._on_error(reason)
             except Exception:  # noqa: BLE001
                 log.exception("websocket %s: on_error failed", self.name)
 
@@ -479,7 +478,10 @@ class Fanout:
 
     def drop(self, member: Member, reason: str) -> None:
         """Drop a connection that is too far behind: out of the fan-out, its stale frames
-        discarded, counted, and told (``Member.overflowed``) to close with a notice."""
+        discarded, counted, and told (``Member.overflowed``) to close with a notice.  Once:
+        a connection no longer in the fan-out (dropped or closing already) is left alone."""
+        if member not in self.members:
+            return
         self.leave(member)
         if self.metrics is not None:
             self.metrics.queue_drops.labels("websocket").inc()

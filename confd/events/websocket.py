@@ -50,6 +50,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_BINDINGS = 100  # per connection: each one is matched on the intake path
 READ_CHUNK = 16384  # per read; then the reader pauses (see _read_loop)
 READ_PAUSE = 0.001
+MAX_CLOSE_REASON = 120  # bytes of a close frame's reason (its payload is at most 125)
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
 TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
 TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
@@ -224,6 +225,7 @@ class WebsocketSession:
         self._dead = False
         self._checker: Optional[gevent.Greenlet] = None
         self.close_code: Optional[int] = None
+        self.ended: Optional[str] = None  # why the connection ended: the first cause seen
 
     # --- what the fan-out asks (``confd.events.fanout.Member``) --------------------------------
 
@@ -251,10 +253,17 @@ class WebsocketSession:
         self._checker.name = "ws-tokens-%s" % self.name
         try:
             self._read_loop()
-        except (OSError, ValueError, _Closed):
-            pass
+        except OSError as exc:
+            self._end("read failed: %s" % (exc.strerror or type(exc).__name__))
+        except (ValueError, _Closed) as exc:
+            self._end("read ended: %s" % (type(exc).__name__))
         finally:
+            self._end("client disconnected")
             self._finish()
+
+    def _end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
 
     def stop(self) -> None:
         """confd is stopping."""
@@ -275,8 +284,9 @@ class WebsocketSession:
         except OSError:
             pass
 
-    def _abort(self) -> None:
+    def _abort(self, reason: str = "closing handshake not answered in time") -> None:
         """Close the TCP connection at once (the reader then ends)."""
+        self._end(reason)
         self._dead = True
         try:
             self.sock.shutdown(2)
@@ -313,6 +323,7 @@ class WebsocketSession:
             return
         self._closing = True
         self.close_code = code
+        self._end("closed by confd: %d %s" % (code, reason))
         self.fanout.leave(self)
         try:
             if notice_text is not None:
@@ -338,13 +349,7 @@ class WebsocketSession:
             self.ws.receive_data(data)
             for event in self.ws.events():
                 if isinstance(event, CloseConnection):
-                    if self.ws.state == ConnectionState.REMOTE_CLOSING:
-                        # The client closes: answer with the same code, then we are done.
-                        try:
-                            self._write(event.response(), last=True)
-                            self.outbox.wait_drained(CLOSE_WAIT)
-                        except _Closed:
-                            pass
+                    self._closed_by_client(event)
                     return
                 if isinstance(event, Ping):
                     try:
@@ -371,6 +376,33 @@ class WebsocketSession:
             # every request waiting for seconds (measured).  A short timed pause lets the loop
             # turn and still reads a flooding client at READ_CHUNK per pause.
             gevent.sleep(READ_PAUSE)
+
+    def _closed_by_client(self, event: CloseConnection) -> None:
+        """The client's close frame, or frames wsproto could not parse (then ``event`` is the
+        close it proposes: 1002 protocol error, 1007 invalid UTF-8, 1009 too big)."""
+        state = self.ws.state
+        if state == ConnectionState.REMOTE_CLOSING:
+            # The client closes: answer with the same code, then we are done.
+            self._end("closed by the client: %d" % event.code)
+            answer = event.response()
+        elif state == ConnectionState.OPEN:
+            # A protocol error: the client is told which before the socket is closed.
+            reason = (event.reason or "").encode()[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+            self._end("protocol error: %d %s" % (event.code, reason))
+            log.info("websocket %s: protocol error: %d %s", self.name, event.code, reason)
+            self.close_code = event.code
+            if self.metrics is not None:
+                self.metrics.websocket_closed(event.code)
+            answer = CloseConnection(code=event.code, reason=reason)
+        else:
+            # The client answered our close (or broke the stream while we were closing).
+            self._end("closed by confd, answered: %d" % event.code)
+            return
+        try:
+            self._write(answer, last=True)
+            self.outbox.wait_drained(CLOSE_WAIT)
+        except _Closed:
+            pass
 
     def _message(self, text: str) -> None:
         request_id = None
@@ -487,7 +519,7 @@ class WebsocketSession:
             pass
         except Exception:  # noqa: BLE001 - one client's bug must not go unnoticed
             log.exception("websocket %s: token checker failed", self.name)
-            self._abort()
+            self._abort("token checker failed")
 
     def _dropped(self, reason: str) -> None:
         """The fan-out dropped this client: more frames waiting than its bound, or confd itself
@@ -609,7 +641,7 @@ class WebsocketMiddleware:
             self.sessions.remove(session)
             if self.metrics is not None:
                 self.metrics.websocket_clients.dec()
-            log.debug("websocket %s: closed", name)
+            log.info("websocket %s: ended: %s", name, session.ended)
         return []
 
     def stop(self) -> None:

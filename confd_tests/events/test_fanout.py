@@ -164,6 +164,10 @@ def test_slow_connection_dropped_at_bound_others_unaffected():
     assert len(slow.outbox) == 0  # its stale backlog is not written
     assert len(fast.outbox.sock.messages()) == 4
     assert 'confd_queue_drops_total{queue="websocket"} 1.0' in metrics.render()[0].decode()
+    # Dropped once: a second drop (its reader finding the outbox over bound too) is a no-op.
+    fanout.drop(slow, DROP_TOO_SLOW)
+    assert slow.dropped == [DROP_TOO_SLOW]
+    assert 'confd_queue_drops_total{queue="websocket"} 1.0' in metrics.render()[0].decode()
     slow.outbox.stop()
 
 
@@ -291,12 +295,12 @@ def test_outbox_discard_keeps_the_frame_being_written(pair):
 def test_outbox_write_timeout_calls_on_error(pair):
     a, _ = pair
     failed = []
-    box = Outbox(a, bound=1000, on_error=lambda: failed.append(True), write_timeout=0.2)
+    box = Outbox(a, bound=1000, on_error=failed.append, write_timeout=0.2)
     for _ in range(100):
         box.put(b"x" * 1000)
     box.flush()
     assert box.wait_drained(2)  # the peer never reads: the writer gives up after 0.2 s
-    assert failed == [True] and box.failed and len(box) == 0
+    assert failed == ["client took nothing for 0.2s"] and box.failed and len(box) == 0
     box.put(b"more")
     assert len(box) == 0
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -13,7 +15,7 @@ import urllib.request
 import pytest
 import websocket
 
-from confd_tests.events.conftest import http
+from confd_tests.events.conftest import http, wait_for
 
 PARTICIPANT_KEYS = {
     "custom_channel_vars", "channel_presence_id", "caller_id_number", "caller_id_name",
@@ -360,6 +362,34 @@ def test_oversized_message_closes_1009(setup):
     assert got[0] == "close" and got[1] == 1009
 
 
+def masked_frame(first_byte: int, payload: bytes) -> bytes:
+    """A client frame with a zero mask key (payload < 126 bytes): the payload goes as is."""
+    return bytes([first_byte, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"\x81\x05hello", 1002),  # a client frame without a mask
+        (masked_frame(0x83, b"x"), 1002),  # a reserved opcode
+        (masked_frame(0x81, b"\xff\xfe"), 1007),  # a text message that is not UTF-8
+    ],
+    ids=["unmasked", "reserved-opcode", "invalid-utf8"],
+)
+def test_protocol_errors_close_with_their_code(setup, raw, code):
+    """Frames that break RFC 6455: the client gets a close frame saying which rule, never a
+    connection dropped without a reason; the close is counted and logged."""
+    s = setup()
+    c = client(s)
+    c.ws.sock.sendall(raw)
+    got = c.frame()
+    assert got[0] == "close" and got[1] == code and got[2], got
+    metrics = urllib.request.urlopen(s["confd"].base + "/metrics", timeout=5).read().decode()
+    assert 'confd_websocket_closes_total{code="%d"} 1.0' % code in metrics
+    wait_for(lambda: "ended: protocol error: %d" % code in s["confd"].log(), 5, "the log line")
+    assert s["confd"].health()[0] == 200
+
+
 def test_not_a_websocket_request(setup):
     s = setup()
     status, body = http("GET", s["confd"].base + "/v2/websocket")
@@ -444,3 +474,48 @@ def test_slow_client_dropped_intake_keeps_pace(setup, fake_fs):
         pass
     events = [f for f in frames if f[0] == "text" and f[1]["action"] == "event"]
     assert len(events) < total
+
+
+# A websocket client, in its own process (this one keeps measuring confd meanwhile), that
+# sends pings as fast as it can and never reads; it prints how its sending ended.
+FLOODER = """
+import json, socket, sys, websocket
+ws = websocket.create_connection(
+    sys.argv[1], timeout=20, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+)
+ping = json.dumps({"action": "ping", "request_id": "p"})
+try:
+    for _ in range(2000000):
+        ws.send(ping)
+    print("never stopped")
+except websocket.WebSocketTimeoutException:
+    print("timed out: confd stopped reading")
+except (OSError, websocket.WebSocketException) as exc:
+    print("closed by confd:", type(exc).__name__)
+"""
+
+
+def test_client_flooding_messages_without_reading_is_closed_and_confd_stays_responsive(setup):
+    """A client that sends without pause and never reads its answers: its reader pauses
+    between reads (intake and requests keep being served), and its answers wait in the same
+    bounded outbox as events, so it is closed (1013) instead of growing confd's memory."""
+    s = setup({"events": {"subscriber_queue": 50}})
+    flooder = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, s["confd"].ws_url], stdout=subprocess.PIPE, text=True
+    )
+    health_times = []
+    try:
+        while flooder.poll() is None and len(health_times) < 600:
+            t0 = time.monotonic()
+            assert s["confd"].health()[0] == 200
+            health_times.append(time.monotonic() - t0)
+            time.sleep(0.05)
+        out, _ = flooder.communicate(timeout=30)
+    finally:
+        flooder.kill()
+    assert out.startswith("closed by confd"), out + s["confd"].log()
+    metrics = urllib.request.urlopen(s["confd"].base + "/metrics", timeout=5).read().decode()
+    assert 'confd_queue_drops_total{queue="websocket"} 1.0' in metrics
+    assert 'confd_websocket_closes_total{code="1013"} 1.0' in metrics
+    assert "ended: closed by confd: 1013 too slow" in s["confd"].log()
+    assert len(health_times) >= 3 and max(health_times) < 1.0, health_times
