@@ -1,0 +1,222 @@
+"""The AMQP publisher's confirm handling against a scripted connection (no broker): it
+publishes without waiting for confirms, keeps at most WINDOW unconfirmed, and after a nack, an
+overdue confirm or a lost connection sends every unconfirmed message again, in order.  The
+same code against the real RabbitMQ: test_amqp.py."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+from gevent.queue import Queue
+
+from confd.events import amqp as amqp_mod
+from confd.events.amqp import AmqpPublisher
+from confd.events.shape import Published
+from confd_tests.conftest import wait_until
+
+
+class Broker:
+    """Every connection the publisher opens, what was published on each, and the frames the
+    test has the broker send back (acks, nacks, a failure)."""
+
+    def __init__(self):
+        self.connections = []
+        self.refuse = False
+
+    def connect(self):
+        conn = FakeConnection(self)
+        self.connections.append(conn)
+        return conn
+
+    @property
+    def conn(self):
+        return self.connections[-1]
+
+
+class FakeSocket:
+    timeout = None
+
+    def settimeout(self, value):
+        self.timeout = value
+
+
+class FakeTransport:
+    def __init__(self):
+        self.sock = FakeSocket()
+
+
+class FakeChannel:
+    def __init__(self, conn):
+        self.conn = conn
+        self.events = {"basic_ack": set(), "basic_nack": set()}
+        self.confirming = False
+
+    def exchange_declare(self, name, kind, durable, auto_delete):
+        self.conn.declared = (name, kind, durable, auto_delete)
+
+    def confirm_select(self):
+        self.confirming = True
+
+    def basic_publish(self, msg, exchange, routing_key):
+        assert self.confirming and not self.conn.closed
+        self.conn.published.append((routing_key, msg.body, msg.properties["delivery_mode"]))
+
+
+class FakeConnection:
+    def __init__(self, broker):
+        self.broker = broker
+        self.transport = FakeTransport()
+        self.published = []
+        self.frames: Queue = Queue()
+        self.closed = False
+        self.chan = None
+
+    def connect(self):
+        if self.broker.refuse:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    def channel(self):
+        self.chan = FakeChannel(self)
+        return self.chan
+
+    def drain_events(self, timeout=None):
+        kind, *args = self.frames.get()
+        if kind == "fail":
+            raise args[0]
+        for handler in list(self.chan.events["basic_" + kind]):
+            handler(*args)
+
+    def ack(self, tag, multiple=False):
+        self.frames.put(("ack", tag, multiple))
+
+    def nack(self, tag):
+        self.frames.put(("nack", tag, False))
+
+    def fail(self, exc):
+        self.frames.put(("fail", exc))
+
+    def collect(self):
+        self.closed = True
+
+
+def event(i: int) -> Published:
+    conf = "c%031d" % i
+    return Published(
+        name="talking",
+        routing_key="conference.event.%s.call%d" % (conf, i),
+        conference_id=conf,
+        call_id="call%d" % i,
+        data={"n": i},
+    )
+
+
+def sent(conn):
+    return [key for key, _, _ in conn.published]
+
+
+@pytest.fixture
+def publisher():
+    broker = Broker()
+    pub = AmqpPublisher(
+        "amqp://guest:guest@127.0.0.1:1/",
+        buffer=100,
+        connect=broker.connect,
+        reconnect_min=0.01,
+        reconnect_max=0.02,
+    )
+    pub.start()
+    wait_until(lambda: pub.connected, what="connected")
+    yield pub, broker
+    pub.stop()
+
+
+def test_publishes_without_waiting_for_confirms(publisher):
+    pub, broker = publisher
+    conn = broker.conn
+    assert conn.transport.sock.timeout == amqp_mod.IO_TIMEOUT  # gevent bounds every write
+    assert conn.declared == ("conference", "topic", True, False)
+    for i in range(10):
+        pub.offer(event(i))
+    wait_until(lambda: len(conn.published) == 10, what="all published")
+    assert sent(conn) == [event(i).routing_key for i in range(10)]
+    assert {mode for _, _, mode in conn.published} == {2}  # persistent
+    assert pub.published == 0  # nothing confirmed yet
+    conn.ack(4, multiple=True)
+    wait_until(lambda: pub.published == 4, what="4 confirmed")
+    conn.ack(10, multiple=True)
+    wait_until(lambda: pub.published == 10, what="10 confirmed")
+    assert pub.status()["buffered"] == 0 and pub.status()["dropped"] == 0
+
+
+def test_single_acks_out_of_order(publisher):
+    pub, broker = publisher
+    conn = broker.conn
+    for i in range(3):
+        pub.offer(event(i))
+    wait_until(lambda: len(conn.published) == 3, what="published")
+    conn.ack(2)
+    conn.ack(3)
+    gevent.sleep(0.05)
+    assert pub.published == 0  # the oldest one is still unconfirmed
+    conn.ack(1)
+    wait_until(lambda: pub.published == 3, what="all confirmed")
+
+
+def test_window_bounds_the_unconfirmed(publisher, monkeypatch):
+    pub, broker = publisher
+    monkeypatch.setattr(amqp_mod, "WINDOW", 3)
+    conn = broker.conn
+    for i in range(5):
+        pub.offer(event(i))
+    wait_until(lambda: len(conn.published) == 3, what="a window's worth")
+    gevent.sleep(0.05)
+    assert len(conn.published) == 3 and pub.status()["buffered"] == 2
+    conn.ack(1)
+    wait_until(lambda: len(conn.published) == 4, what="one more after one confirm")
+    conn.ack(4, multiple=True)
+    wait_until(lambda: len(conn.published) == 5, what="the rest")
+
+
+@pytest.mark.parametrize(
+    "loss",
+    ["nack", "connection lost", "confirm overdue"],
+)
+def test_unconfirmed_messages_are_sent_again_in_order_after_a_reconnect(
+    publisher, monkeypatch, loss
+):
+    pub, broker = publisher
+    monkeypatch.setattr(amqp_mod, "CONFIRM_TIMEOUT", 0.3)
+    first = broker.conn
+    for i in range(6):
+        pub.offer(event(i))
+    wait_until(lambda: len(first.published) == 6, what="published")
+    first.ack(2, multiple=True)  # 0 and 1 confirmed; 2..5 are not
+    wait_until(lambda: pub.published == 2, what="2 confirmed")
+    if loss == "nack":
+        first.nack(3)
+    elif loss == "connection lost":
+        first.fail(ConnectionResetError(104, "Connection reset by peer"))
+    # "confirm overdue": the broker says nothing more.
+    wait_until(lambda: len(broker.connections) == 2 and pub.connected, what="reconnected")
+    assert first.closed
+    second = broker.conn
+    pub.offer(event(6))
+    wait_until(lambda: len(second.published) == 5, what="the unconfirmed, then the new one")
+    assert sent(second) == [event(i).routing_key for i in (2, 3, 4, 5, 6)]
+    second.ack(5, multiple=True)  # tags count from 1 again on the new channel
+    wait_until(lambda: pub.published == 7, what="everything confirmed once")
+    assert pub.dropped == 0
+
+
+def test_broker_down_buffers_then_drops_counted(publisher):
+    pub, broker = publisher
+    broker.refuse = True
+    broker.conn.fail(ConnectionResetError(104, "Connection reset by peer"))
+    wait_until(lambda: not pub.connected, what="lost")
+    for i in range(150):
+        pub.offer(event(i))  # never blocks: the buffer holds 100, the rest are counted
+    assert pub.status()["buffered"] == 100 and pub.dropped == 50
+    wait_until(lambda: "refused" in pub.status()["error"], what="the reconnect's error")
+    broker.refuse = False
+    wait_until(lambda: pub.connected and len(broker.conn.published) == 100, what="sent")
+    assert sent(broker.conn) == [event(i).routing_key for i in range(100)]
