@@ -102,6 +102,7 @@ READ_CHUNK = 256 * 1024  # a client's recv size
 BENCH_NODE = "bench"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_BINDING = "conference.event.#"
+DURABLE_QUEUE = "confd-bench-durable"  # bound during the "+ durable queue" AMQP runs
 
 # Bounds of every step (seconds).
 START_TIMEOUT = 30.0
@@ -120,6 +121,7 @@ DEFAULTS: Dict[str, Any] = {
     "clients": "1,50",
     "modes": "all,split",
     "amqp_rates": "1000,5000",
+    "amqp_durable": "no,yes",
     "drain": 5.0,
 }
 QUICK: Dict[str, Any] = {
@@ -128,6 +130,7 @@ QUICK: Dict[str, Any] = {
     "clients": "1,50",
     "modes": "all",
     "amqp_rates": "1000",
+    "amqp_durable": "no",
     "drain": 3.0,
 }
 
@@ -145,6 +148,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--amqp-rates", help="AMQP runs: events/s, comma-separated; '' = none")
     ap.add_argument("--amqp-url", default=DEFAULT_AMQP_URL, help="broker for the AMQP runs")
+    ap.add_argument(
+        "--amqp-durable",
+        help="AMQP runs without (no) and/or with (yes) a durable queue also bound, which the "
+        "broker writes to disk before it confirms (no,yes)",
+    )
     ap.add_argument("--drain", type=float, help="after the last event, wait this long at most")
     ap.add_argument("--client-procs", type=int, default=2, help="processes for the clients (2)")
     ap.add_argument("--subscriber-queue", type=int, default=20000, help="events.subscriber_queue")
@@ -1202,11 +1210,17 @@ def _run_one(
     rate: int,
     clients: int = 1,
     mode: str = "all",
+    durable: bool = False,
 ) -> Dict[str, Any]:
-    tag = "%s-%d-%s-%d" % (kind, clients, mode, rate) if kind == "websocket" else "amqp-%d" % rate
+    if kind == "websocket":
+        tag = "%s-%d-%s-%d" % (kind, clients, mode, rate)
+    else:
+        tag = "amqp-%d%s" % (rate, "-durable" if durable else "")
     count = int(args.events) if args.events else int(rate * float(s["seconds"]))
     run = Run(tag, workdir, pop, s, args)
     try:
+        if durable:
+            _durable_queue(args.amqp_url, bind=True)
         run.start(args.amqp_url if kind == "amqp" else None)
         if kind == "websocket":
             bindings = _bindings(pop, clients, mode)
@@ -1225,9 +1239,40 @@ def _run_one(
         out = {"rate": rate, "status": "failed: %s" % exc}
     finally:
         run.stop()
+        if durable:
+            _durable_queue(args.amqp_url, bind=False)
     if kind == "websocket":
         out.update(clients=clients, mode=mode if clients > 1 else "all")
+    else:
+        out["durable_queue"] = durable
     return out
+
+
+def _durable_queue(url: str, bind: bool) -> None:
+    """Declare and bind (or delete) DURABLE_QUEUE: with it bound, the broker confirms a
+    persistent message only once that queue has it on disk, as with a production consumer's
+    durable queue."""
+    import amqp
+
+    from confd.events.amqp import EXCHANGE, EXCHANGE_TYPE, connection_params
+
+    try:
+        conn = amqp.Connection(connect_timeout=5, **connection_params(url))
+        conn.connect()
+        try:
+            ch = conn.channel()
+            if bind:
+                ch.exchange_declare(EXCHANGE, EXCHANGE_TYPE, durable=True, auto_delete=False)
+                ch.queue_declare(DURABLE_QUEUE, durable=True, auto_delete=False)
+                ch.queue_purge(DURABLE_QUEUE)
+                ch.queue_bind(DURABLE_QUEUE, EXCHANGE, AMQP_BINDING)
+            else:
+                ch.queue_delete(DURABLE_QUEUE)
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001 - the run reports the broker's absence itself
+        if bind:
+            raise RunFailed("durable queue: %s: %s" % (type(exc).__name__, exc)) from None
 
 
 def _interrupted(signum, frame) -> None:
@@ -1278,15 +1323,31 @@ def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
                 out.write("  websocket %2d client(s) %-5s %5d/s: %s\n" % (
                     clients, r["mode"], rate, _line(r)))  # fmt: skip
                 out.flush()
-            for rate in amqp_rates:
-                r = _run_one("amqp", workdir, pop, s, args, rate)
-                results["amqp"].append(r)
-                out.write("  amqp                     %5d/s: %s\n" % (rate, _line(r)))
-                out.flush()
+            for durable in _durables(s["amqp_durable"]):
+                for rate in amqp_rates:
+                    r = _run_one("amqp", workdir, pop, s, args, rate, durable=durable)
+                    results["amqp"].append(r)
+                    out.write("  amqp %-19s %5d/s: %s\n" % (
+                        "+ durable queue" if durable else "", rate, _line(r)))  # fmt: skip
+                    out.flush()
     finally:
         signal.signal(signal.SIGTERM, previous)
     _report(results, out)
     return results
+
+
+def _label(r: Dict[str, Any]) -> str:
+    """A run's name in the CPU and profile tables."""
+    if "clients" in r:
+        return "websocket %d %s %d/s" % (r["clients"], r["mode"], r["rate"])
+    return "amqp %d/s%s" % (r["rate"], " + durable q" if r.get("durable_queue") else "")
+
+
+def _durables(text: str) -> List[bool]:
+    words = [w.strip() for w in str(text).split(",") if w.strip()]
+    if not set(words) <= {"no", "yes"}:
+        raise SystemExit("--amqp-durable: no and/or yes, comma-separated")
+    return [w == "yes" for w in words]
 
 
 def _line(r: Dict[str, Any]) -> str:
@@ -1355,9 +1416,7 @@ def _report_profile(profiled: List[Dict[str, Any]], out: TextIO) -> None:
     total, own, incl = profile_top(Path(r["profile"]))
     if not total:
         return
-    label = "websocket %d %s %d/s" % (r["clients"], r["mode"], r["rate"]) if "clients" in r else (
-        "amqp %d/s" % r["rate"]
-    )  # fmt: skip
+    label = _label(r)
     out.write("\n4. Where confd's time goes (py-spy, %d samples, run %s)\n" % (total, label))
     rows = []
     for i in range(max(len(own), len(incl))):
@@ -1421,10 +1480,15 @@ def _report(results: Dict[str, Any], out: TextIO) -> None:
         out.write("\n2. AMQP: latency from the fake FreeSWITCH's send to the consumer's receive\n")
         rows = []
         for r in mq:
-            rows.append(_latency_cells(r) + [_fmt(r.get("confd_amqp_dropped")), r["status"]])
+            rows.append(
+                ["yes" if r.get("durable_queue") else "no"]
+                + _latency_cells(r)
+                + [_fmt(r.get("confd_amqp_dropped")), r["status"]]
+            )
         out.write(
             table(
                 [
+                    "durable q",
                     "rate/s",
                     "sent/s",
                     "to deliver",
@@ -1437,14 +1501,16 @@ def _report(results: Dict[str, Any], out: TextIO) -> None:
                     "status",
                 ],
                 rows,
-                right=tuple(range(0, 9)),
+                right=tuple(range(1, 10)),
             )
             + "\n"
         )
         out.write(
-            "(one exclusive queue bound %s to the conference exchange; confd publishes with\n"
-            " publisher confirms, persistent; buffer drops = events.amqp_buffer overflows)\n"
-            % AMQP_BINDING
+            "(the consumer's exclusive queue is bound %s to the conference exchange; confd\n"
+            " publishes persistent messages with publisher confirms.  durable q = yes: a durable\n"
+            " queue, which nobody consumes, is bound too, so the broker confirms a message only\n"
+            " once it is on disk, as with a production consumer's durable queue.  buffer drops =\n"
+            " events.amqp_buffer overflows)\n" % AMQP_BINDING
         )
 
     out.write(
@@ -1456,11 +1522,7 @@ def _report(results: Dict[str, Any], out: TextIO) -> None:
         cpu = r.get("cpu_pct")
         if not cpu:
             continue
-        label = (
-            "websocket %d %s %d/s" % (r["clients"], r["mode"], r["rate"])
-            if "clients" in r
-            else "amqp %d/s" % r["rate"]
-        )
+        label = _label(r)
         rows.append(
             [
                 label,
