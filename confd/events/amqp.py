@@ -10,7 +10,8 @@ same connection (publishing does not wait for them: a confirm round trip per bat
 buffer fall seconds behind at 5,000 events/s on a loaded machine).  At most WINDOW messages are
 unconfirmed at a time; a nack, a confirm overdue by CONFIRM_TIMEOUT or a lost connection sends
 every unconfirmed message again after the reconnect (at-least-once, in order).  Reconnects
-back off exponentially with jitter.
+back off exponentially with jitter.  On stop, a connected publisher first sends what is
+buffered and waits for its confirms, within the stop's timeout; what is left is logged.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class AmqpPublisher:
         self._rng = rng or random.Random()
         self._connect_fn = connect or self._connect
         self._stopping = Event()
+        self._draining = False  # stop asked: finish the buffer, then end
         self._greenlet: Optional[gevent.Greenlet] = None
         self._conn: Any = None
         # Published on the current channel and not confirmed yet: (delivery tag, when, event),
@@ -144,12 +146,22 @@ class AmqpPublisher:
         return self._greenlet
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Publish what is buffered and wait for its confirms (when connected), for
+        ``timeout`` seconds at most; then close."""
+        greenlet = self._greenlet
+        if greenlet is not None and not greenlet.dead and self.connected:
+            self._draining = True
+            self._room.set()
+            greenlet.join(timeout)
         self._stopping.set()
         self._close()
-        if self._greenlet is not None:
-            self._greenlet.join(timeout)
-            if not self._greenlet.dead:
-                self._greenlet.kill(block=True, timeout=timeout)
+        if greenlet is not None:
+            greenlet.join(timeout)
+            if not greenlet.dead:
+                greenlet.kill(block=True, timeout=timeout)
+        left = self._queue.qsize() + len(self._unconfirmed)
+        if left:
+            log.warning("AMQP: stopped with %d events not confirmed by the broker", left)
 
     def run(self) -> None:
         attempt = 0
@@ -158,6 +170,7 @@ class AmqpPublisher:
                 channel = self._open()
                 attempt = 0
                 self._pump(channel)
+                break  # drained, on stop
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 if self._stopping.is_set():
                     break
@@ -213,7 +226,9 @@ class AmqpPublisher:
                 resend.popleft()
             while not self._stopping.is_set():
                 self._check()
-                if len(self._unconfirmed) >= WINDOW:
+                if self._draining and not self._unconfirmed and self._queue.empty():
+                    return
+                if len(self._unconfirmed) >= WINDOW or (self._draining and self._queue.empty()):
                     self._room.clear()
                     self._room.wait(POLL)
                     continue

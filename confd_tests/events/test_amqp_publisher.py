@@ -5,6 +5,8 @@ same code against the real RabbitMQ: test_amqp.py."""
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import pytest
 from gevent.queue import Queue
@@ -127,7 +129,7 @@ def publisher():
     pub.start()
     wait_until(lambda: pub.connected, what="connected")
     yield pub, broker
-    pub.stop()
+    pub.stop(0.5)
 
 
 def test_publishes_without_waiting_for_confirms(publisher):
@@ -220,3 +222,33 @@ def test_broker_down_buffers_then_drops_counted(publisher):
     broker.refuse = False
     wait_until(lambda: pub.connected and len(broker.conn.published) == 100, what="sent")
     assert sent(broker.conn) == [event(i).routing_key for i in range(100)]
+
+
+def test_stop_sends_the_buffer_and_waits_for_its_confirms(publisher, monkeypatch):
+    pub, broker = publisher
+    monkeypatch.setattr(amqp_mod, "WINDOW", 3)
+    conn = broker.conn
+    for i in range(5):
+        pub.offer(event(i))
+    wait_until(lambda: len(conn.published) == 3, what="a window's worth")
+    stopping = gevent.spawn(pub.stop, 5.0)
+    gevent.sleep(0.05)
+    assert not stopping.dead  # 3 unconfirmed, 2 still buffered
+    conn.ack(3, multiple=True)
+    wait_until(lambda: len(conn.published) == 5, what="the buffer sent")
+    assert not stopping.dead
+    conn.ack(5, multiple=True)
+    stopping.join(2)
+    assert stopping.dead and pub.published == 5 and not pub.connected
+    assert conn.closed
+
+
+def test_stop_is_bounded_when_the_broker_never_confirms(publisher, caplog):
+    pub, broker = publisher
+    for i in range(4):
+        pub.offer(event(i))
+    wait_until(lambda: len(broker.conn.published) == 4, what="published")
+    t0 = time.monotonic()
+    pub.stop(0.3)
+    assert time.monotonic() - t0 < 1.0
+    assert "stopped with 4 events not confirmed" in caplog.text
