@@ -60,7 +60,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -70,9 +69,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, table
 from confd_tests.loadtools import (
+    Child,
+    ChildFailed,
     LineReader,
+    die_with_parent,
     machine_busy,
-    proc_cpu,
+    say,
     self_cpu,
     stdin_lines,
     subscribe,
@@ -244,12 +246,6 @@ def _latency_ms(received_ns: int, data: Any) -> Optional[float]:
 # =============================================================================================
 
 
-def _say(line: str) -> None:
-    # The parent reads these lines from our stdout: the children's protocol, not logging.
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 # --- the fake FreeSWITCH ---------------------------------------------------------------------
 
 
@@ -287,7 +283,7 @@ class StampFeeder:
 
         server = StreamServer(("127.0.0.1", 0), self._handle)
         server.start()
-        _say("PORT %d" % server.server_port)
+        say("PORT %d" % server.server_port)
         lines = stdin_lines()
         while True:
             try:
@@ -299,7 +295,7 @@ class StampFeeder:
                 break
             if line.startswith("GO "):
                 _, rate, count = line.split()
-                _say("DONE " + json.dumps(self.paced(float(rate), int(count))))
+                say("DONE " + json.dumps(self.paced(float(rate), int(count))))
         server.stop(timeout=1)
 
     def _handle(self, sock, _addr) -> None:
@@ -334,7 +330,7 @@ class StampFeeder:
         except OSError as exc:
             self.error = "sending the joins: %s" % exc
             return
-        _say("JOINED %d" % len(frames))
+        say("JOINED %d" % len(frames))
 
     def paced(self, rate: float, count: int) -> Dict[str, Any]:
         """Send ``count`` events at ``rate``/s, each batch stamped just before its send."""
@@ -611,7 +607,7 @@ def clients_main(a: argparse.Namespace) -> int:
         for c in clients:
             c.connect()
     except Exception as exc:  # noqa: BLE001 - told to the parent, which reports it
-        _say("ERROR cannot subscribe: %s: %s" % (type(exc).__name__, exc))
+        say("ERROR cannot subscribe: %s: %s" % (type(exc).__name__, exc))
         return 1
     parent = LineReader(sys.stdin.fileno())
     sel = selectors.DefaultSelector()
@@ -619,7 +615,7 @@ def clients_main(a: argparse.Namespace) -> int:
     for c in clients:
         assert c.sock is not None
         sel.register(c.sock, selectors.EVENT_READ, c)
-    _say("READY %d" % len(clients))
+    say("READY %d" % len(clients))
     expected: Optional[List[int]] = None
     deadline = time.monotonic() + a.deadline
     going = True
@@ -642,7 +638,7 @@ def clients_main(a: argparse.Namespace) -> int:
         if expected is not None and all(
             c.scanner.received >= n or c.ended for c, n in zip(clients, expected)
         ):
-            _say("COMPLETE")
+            say("COMPLETE")
             expected = None
     sel.close()
     for c in clients:
@@ -652,7 +648,7 @@ def clients_main(a: argparse.Namespace) -> int:
         out.extend(c.scanner.latencies)
     with open(a.out, "wb") as fh:
         out.tofile(fh)
-    _say("RESULT " + json.dumps([c.result() for c in clients]))
+    say("RESULT " + json.dumps([c.result() for c in clients]))
     return 0
 
 
@@ -685,9 +681,9 @@ def amqp_main(a: argparse.Namespace) -> int:
         ch.queue_bind(name, EXCHANGE, AMQP_BINDING)
         ch.basic_consume(name, callback=on_message, no_ack=True)
     except Exception as exc:  # noqa: BLE001 - told to the parent, which reports it
-        _say("ERROR broker unreachable: %s: %s" % (type(exc).__name__, exc))
+        say("ERROR broker unreachable: %s: %s" % (type(exc).__name__, exc))
         return 1
-    _say("READY 1")
+    say("READY 1")
     expected: Optional[int] = None
     error = None
     lines = stdin_lines()
@@ -709,7 +705,7 @@ def amqp_main(a: argparse.Namespace) -> int:
         if line.startswith("EXPECT "):
             expected = json.loads(line[len("EXPECT ") :])[0]
         if expected is not None and counts["received"] >= expected:
-            _say("COMPLETE")
+            say("COMPLETE")
             expected = None
     try:
         conn.close()
@@ -717,7 +713,7 @@ def amqp_main(a: argparse.Namespace) -> int:
         pass
     with open(a.out, "wb") as fh:
         latencies.tofile(fh)
-    _say("RESULT " + json.dumps([dict(counts, close_code=None, notice=None, error=error)]))
+    say("RESULT " + json.dumps([dict(counts, close_code=None, notice=None, error=error)]))
     return 0
 
 
@@ -752,96 +748,9 @@ def child_main(argv: List[str]) -> int:
 # =============================================================================================
 
 
-class RunFailed(Exception):
-    """A step of a run did not complete; ``str()`` says which and why."""
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the bench process dies, however it dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the stdin EOF still ends our children
-        pass
-
-
-class Child:
-    """A child process with its stdout lines collected by a thread, so waits have timeouts."""
-
-    def __init__(self, name: str, argv: List[str], log: Path, env: Optional[dict] = None):
-        self.name = name
-        self.log = log
-        with open(log, "w") as err:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=str(REPO_ROOT),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-        self.lines: queue.Queue[Optional[str]] = queue.Queue()
-        threading.Thread(target=self._read, name="lines-" + name, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def tail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1][:300] if lines else ""
-
-    def wait_for(self, prefix: str, timeout: float) -> str:
-        limit = time.monotonic() + timeout
-        while True:
-            left = limit - time.monotonic()
-            if left <= 0:
-                raise RunFailed("%s: no %s within %.0f s" % (self.name, prefix.strip(), timeout))
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RunFailed(
-                    "%s exited (%s): %s" % (self.name, self.proc.wait(STOP_WAIT), self.tail())
-                )
-            if line.startswith("ERROR "):
-                raise RunFailed("%s: %s" % (self.name, line[len("ERROR ") :]))
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-
-    def say(self, line: str) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-        except (OSError, ValueError):
-            pass  # it is gone; the next wait_for says so
-
-    def cpu(self) -> Optional[float]:
-        return proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT)
+class RunFailed(ChildFailed):
+    """A step of a run did not complete; ``str()`` says which and why (a child's failure,
+    ``ChildFailed``, is one too: ``except ChildFailed`` takes both)."""
 
 
 def _module(role: str, *args: str) -> List[str]:
@@ -948,7 +857,7 @@ class Run:
         self.children: List[Child] = []
 
     def child(self, name: str, argv: List[str], env: Optional[dict] = None) -> Child:
-        c = Child(name, argv, self.dir / (name + ".log"), env)
+        c = Child(name, argv, self.dir / (name + ".log"), REPO_ROOT, env)
         self.children.append(c)
         return c
 
@@ -973,7 +882,7 @@ class Run:
                 str(self.args.seed),
             ),
         )
-        fs_port = int(self.feeder.wait_for("PORT ", START_TIMEOUT))
+        fs_port = int(self.feeder.wait_for("PORT", START_TIMEOUT))
         self.port = _free_port()
         self.base = "http://127.0.0.1:%d" % self.port
         events: Dict[str, Any] = {
@@ -1003,7 +912,7 @@ class Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONFD_")}
         env.update(CONFD_CONFIG=str(path), PYTHONPATH=str(REPO_ROOT))
         self.daemon = self.child("confd", [sys.executable, "-m", "confd", "run"], env)
-        joined = int(self.feeder.wait_for("JOINED ", START_TIMEOUT))
+        joined = int(self.feeder.wait_for("JOINED", START_TIMEOUT))
         key = "confd_live_participants"
         _wait(
             lambda: metrics(self.base).get(key) == joined,
@@ -1043,7 +952,7 @@ class Run:
                 argv = _module("amqp-consumer", "--url", self.args.amqp_url, "--out", str(out))
             self.consumer_procs.append(self.child("consumer-%d" % i, argv))
         for c in self.consumer_procs:
-            c.wait_for("READY ", READY_TIMEOUT)
+            c.wait_for("READY", READY_TIMEOUT)
 
     def _py_spy(self, seconds: float) -> Optional[subprocess.Popen]:
         """py-spy sampling confd over the paced window (only with --py-spy)."""
@@ -1071,7 +980,7 @@ class Run:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def measure(self, rate: int, count: int, drain: float) -> Dict[str, Any]:
@@ -1080,7 +989,7 @@ class Run:
         busy0, self0, t0 = machine_busy(), self_cpu(), time.monotonic()
         spy = self._py_spy(count / rate)
         self.feeder.say("GO %d %d" % (rate, count))
-        done = json.loads(self.feeder.wait_for("DONE ", count / rate * 3 + STEP_TIMEOUT))
+        done = json.loads(self.feeder.wait_for("DONE", count / rate * 3 + STEP_TIMEOUT))
         wall = time.monotonic() - t0
         cpu1 = {k: [c.cpu() for c in v] for k, v in procs.items()}
         busy = machine_busy() - busy0
@@ -1104,14 +1013,14 @@ class Run:
         for c in self.consumer_procs:
             try:
                 c.wait_for("COMPLETE", max(0.0, limit - time.monotonic()))
-            except RunFailed:
+            except ChildFailed:
                 complete = False
         m = metrics(self.base)
         results = []
         latencies = array.array("d")
         for i, c in enumerate(self.consumer_procs):
             c.say("STOP")
-            results.extend(json.loads(c.wait_for("RESULT ", STEP_TIMEOUT)))
+            results.extend(json.loads(c.wait_for("RESULT", STEP_TIMEOUT)))
             path = self.dir / ("latencies-%d.bin" % i)
             with open(path, "rb") as fh:
                 latencies.frombytes(fh.read())
@@ -1235,7 +1144,7 @@ def _run_one(
         profile = getattr(run, "profile", None)
         if profile is not None and profile.exists():
             out["profile"] = str(profile)
-    except RunFailed as exc:
+    except ChildFailed as exc:
         out = {"rate": rate, "status": "failed: %s" % exc}
     finally:
         run.stop()

@@ -3,14 +3,12 @@ node supervisors, store) runs in this process's greenlets against stateful fake 
 nodes (``confd.simulator``) on loopback, and the tests talk HTTP to it with a client on a gevent
 socket (``client.py``). Nothing is monkey-patched; every wait is cooperative.
 
-Storage-backed tests take ``database_url``: SQLite, plus PostgreSQL when
-``CONFD_TEST_DATABASE_URL`` is set (a fresh schema per test, dropped afterwards).
+Storage-backed tests take ``database_url`` (confd_tests/conftest.py): SQLite, plus PostgreSQL
+when ``CONFD_TEST_DATABASE_URL`` is set (a fresh schema per test, dropped afterwards).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,9 +25,6 @@ from confd.store import Store
 from confd_tests.conftest import wait_until
 from confd_tests.http.client import ApiClient
 
-PG_URL_ENV = "CONFD_TEST_DATABASE_URL"
-PG_URL = os.environ.get(PG_URL_ENV)
-BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 INSTANCE = "confd-test"
 ACCOUNT_VAR = "ecallmgr_Account-ID"  # the default channel_var_prefix + Account-ID
 
@@ -40,32 +35,6 @@ Observed = Dict[Tuple[str, str], Set[int]]
 @pytest.fixture(scope="session")
 def observed_statuses() -> Observed:
     return defaultdict(set)
-
-
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    import psycopg2
-
-    assert PG_URL, "only requested by PostgreSQL parametrizations"
-    schema = f"confd_http_{secrets.token_hex(6)}"
-    admin = psycopg2.connect(PG_URL)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {schema}")
-        sep = "&" if "?" in PG_URL else "?"
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-        with admin.cursor() as cur:
-            cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        admin.close()
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/confd.db"
-    return request.getfixturevalue("pg_schema_url")
 
 
 class ShiftedClock:

@@ -11,9 +11,10 @@ tail drains, and confd's view is compared, participant by participant, with ever
 ``json_list``.
 
 Modules: ``run`` (the conductor and the report), ``nodes``, ``clients``, ``restload`` (the child
-processes), ``checks`` (pure verdicts: RSS plateau, log scan, drift), ``proto`` (the parent/child
-line protocol).  Exit status 0 only when there was no error, no drift and RSS plateaued; the last
-line of the output is the JSON summary.
+processes), ``checks`` (pure verdicts: RSS plateau, log scan, drift); the parent/child line
+protocol is ``confd_tests.loadtools``, shared with the benchmarks.  Exit status 0 only when
+there was no error, no drift and RSS plateaued; the last line of the output is the JSON
+summary.
 """
 
 from __future__ import annotations

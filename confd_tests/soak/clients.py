@@ -21,8 +21,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from confd_tests.loadtools import FrameReader, stdin_lines, subscribe
-from confd_tests.soak.proto import say
+from confd_tests.loadtools import FrameReader, say, stdin_lines, subscribe
 
 READ_CHUNK = 256 * 1024
 STATUS_EVERY = 0.5

@@ -40,8 +40,7 @@ import gevent
 
 from confd.simulator.model import ConferenceModel
 from confd.simulator.server import FakeFreeSwitch
-from confd_tests.loadtools import stdin_lines
-from confd_tests.soak.proto import say
+from confd_tests.loadtools import say, stdin_lines
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from confd_tests.loadtools import stdin_lines
-from confd_tests.soak.proto import say
+from confd_tests.loadtools import say, stdin_lines
 
 MIX = (("list", 30), ("get", 35), ("participants", 25), ("action", 10))
 TIMEOUT = 10.0

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
-from confd_tests.loadtools import machine_busy, proc_cpu, self_cpu
+from confd_tests.loadtools import Child, ChildFailed, machine_busy, proc_cpu, self_cpu
 from confd_tests.soak import REPO_ROOT, checks
-from confd_tests.soak.proto import Child, ChildFailed
 
 PASSWORD = "ClueCon"
 ACCOUNT_NAME = "soak"

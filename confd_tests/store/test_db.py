@@ -14,8 +14,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 from confd.store import DatabaseUnavailable, SchemaTooNew, Store, init_schema, open_database
 from confd.store.db import db_session, gevent_wait_callback
 from confd.store.models import SCHEMA_VERSION
-
-from .conftest import PG_URL
+from confd_tests.conftest import PG_URL
 
 UNREACHABLE_PG = "postgresql://confd:secret@127.0.0.1:1/confd?connect_timeout=2"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
