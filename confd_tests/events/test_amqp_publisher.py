@@ -112,6 +112,14 @@ def event(i: int) -> Published:
     )
 
 
+def offer(pub, conn, n, published=None):
+    """Offer events 0..n-1, then wait until ``published`` (default n) are on ``conn``."""
+    for i in range(n):
+        pub.offer(event(i))
+    want = n if published is None else published
+    wait_until(lambda: len(conn.published) == want, what="%d published" % want)
+
+
 def sent(conn):
     return [key for key, _, _ in conn.published]
 
@@ -137,9 +145,7 @@ def test_publishes_without_waiting_for_confirms(publisher):
     conn = broker.conn
     assert conn.transport.sock.timeout == amqp_mod.IO_TIMEOUT  # gevent bounds every write
     assert conn.declared == ("conference", "topic", True, False)
-    for i in range(10):
-        pub.offer(event(i))
-    wait_until(lambda: len(conn.published) == 10, what="all published")
+    offer(pub, conn, 10)
     assert sent(conn) == [event(i).routing_key for i in range(10)]
     assert {mode for _, _, mode in conn.published} == {2}  # persistent
     assert pub.published == 0  # nothing confirmed yet
@@ -153,9 +159,7 @@ def test_publishes_without_waiting_for_confirms(publisher):
 def test_single_acks_out_of_order(publisher):
     pub, broker = publisher
     conn = broker.conn
-    for i in range(3):
-        pub.offer(event(i))
-    wait_until(lambda: len(conn.published) == 3, what="published")
+    offer(pub, conn, 3)
     conn.ack(2)
     conn.ack(3)
     gevent.sleep(0.05)
@@ -164,13 +168,18 @@ def test_single_acks_out_of_order(publisher):
     wait_until(lambda: pub.published == 3, what="all confirmed")
 
 
-def test_window_bounds_the_unconfirmed(publisher, monkeypatch):
+def five_events_through_a_window_of_three(publisher, monkeypatch):
+    """WINDOW set to 3, then 5 events offered: the connection once 3 are published."""
     pub, broker = publisher
     monkeypatch.setattr(amqp_mod, "WINDOW", 3)
     conn = broker.conn
-    for i in range(5):
-        pub.offer(event(i))
-    wait_until(lambda: len(conn.published) == 3, what="a window's worth")
+    offer(pub, conn, 5, published=3)
+    return conn
+
+
+def test_window_bounds_the_unconfirmed(publisher, monkeypatch):
+    pub, _ = publisher
+    conn = five_events_through_a_window_of_three(publisher, monkeypatch)
     gevent.sleep(0.05)
     assert len(conn.published) == 3 and pub.status()["buffered"] == 2
     conn.ack(1)
@@ -189,9 +198,7 @@ def test_unconfirmed_messages_are_sent_again_in_order_after_a_reconnect(
     pub, broker = publisher
     monkeypatch.setattr(amqp_mod, "CONFIRM_TIMEOUT", 0.3)
     first = broker.conn
-    for i in range(6):
-        pub.offer(event(i))
-    wait_until(lambda: len(first.published) == 6, what="published")
+    offer(pub, first, 6)
     first.ack(2, multiple=True)  # 0 and 1 confirmed; 2..5 are not
     wait_until(lambda: pub.published == 2, what="2 confirmed")
     if loss == "nack":
@@ -225,12 +232,8 @@ def test_broker_down_buffers_then_drops_counted(publisher):
 
 
 def test_stop_sends_the_buffer_and_waits_for_its_confirms(publisher, monkeypatch):
-    pub, broker = publisher
-    monkeypatch.setattr(amqp_mod, "WINDOW", 3)
-    conn = broker.conn
-    for i in range(5):
-        pub.offer(event(i))
-    wait_until(lambda: len(conn.published) == 3, what="a window's worth")
+    pub, _ = publisher
+    conn = five_events_through_a_window_of_three(publisher, monkeypatch)
     stopping = gevent.spawn(pub.stop, 5.0)
     gevent.sleep(0.05)
     assert not stopping.dead  # 3 unconfirmed, 2 still buffered
@@ -245,9 +248,7 @@ def test_stop_sends_the_buffer_and_waits_for_its_confirms(publisher, monkeypatch
 
 def test_stop_is_bounded_when_the_broker_never_confirms(publisher, caplog):
     pub, broker = publisher
-    for i in range(4):
-        pub.offer(event(i))
-    wait_until(lambda: len(broker.conn.published) == 4, what="published")
+    offer(pub, broker.conn, 4)
     t0 = time.monotonic()
     pub.stop(0.3)
     assert time.monotonic() - t0 < 1.0
