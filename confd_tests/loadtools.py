@@ -316,3 +316,29 @@ class Child:
             except subprocess.TimeoutExpired:
                 continue
         return self.proc.poll()
+
+
+# --- profiles -----------------------------------------------------------------------------------
+
+Ranked = List[Tuple[str, int]]
+
+
+def profile_top(path: Path, n: int = 12) -> Tuple[int, Ranked, Ranked]:
+    """py-spy's collapsed stacks -> (samples, top self, top inclusive), functions without
+    line numbers: ``'name (file)'``."""
+    import collections
+    import re
+
+    own: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for f in set(frames):
+            incl[f] += int(count)
+    return total, own.most_common(n), incl.most_common(n)

@@ -1,9 +1,7 @@
 """``confd run`` as a real process, against a fake FreeSWITCH on loopback."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,39 +12,10 @@ from pathlib import Path
 import gevent
 import pytest
 
+from confd_tests.netutil import free_port, poll
 from confd_tests.replay import Capture, ReplayFreeSwitch
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def poll(url, until, timeout=10.0):
-    """Ask until ``until(status, body)``; sleeps cooperatively so the in-process fake
-    FreeSWITCH keeps serving the daemon meanwhile."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = get(url)
-            if until(*last):
-                return last
-        except OSError:
-            pass
-        gevent.sleep(0.1)
-    raise AssertionError("no answer matching in %.0fs; last: %r" % (timeout, last))
 
 
 @pytest.fixture

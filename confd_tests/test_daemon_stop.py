@@ -36,6 +36,7 @@ from gevent.server import StreamServer
 from confd.simulator.model import ConferenceModel
 from confd.simulator.server import FakeFreeSwitch
 from confd_tests.http.client import ApiClient, Reply
+from confd_tests.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_DEADLINE = 5.0  # seconds from the signal to the process's exit
@@ -44,12 +45,6 @@ HOLD_AFTER_REFUSED = 0.5  # the requests keep waiting a while after the listener
 START_TIMEOUT = 30.0
 CONFD_SIDE = "confd"
 FREESWITCH_SIDE = "freeswitch"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

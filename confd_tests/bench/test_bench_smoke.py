@@ -448,3 +448,19 @@ def test_line_reader_gives_whole_lines_then_none():
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_profile_top_counts_own_and_inclusive_samples_without_line_numbers(tmp_path):
+    from confd_tests.loadtools import profile_top
+
+    stacks = tmp_path / "confd.txt"
+    stacks.write_text(
+        "run (a.py:10);dispatch (f.py:20);send (f.py:30) 6\n"
+        "run (a.py:11);dispatch (f.py:21) 3\n"
+        "run (a.py:10);parse (p.py:5) 1\n"
+        "garbage line\n"
+    )
+    total, own, incl = profile_top(stacks, n=2)
+    assert total == 10
+    assert own == [("send (f.py)", 6), ("dispatch (f.py)", 3)]
+    assert incl == [("run (a.py)", 10), ("dispatch (f.py)", 9)]

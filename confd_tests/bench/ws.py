@@ -74,6 +74,7 @@ from confd_tests.loadtools import (
     LineReader,
     die_with_parent,
     machine_busy,
+    profile_top,
     say,
     self_cpu,
     stdin_lines,
@@ -1294,30 +1295,6 @@ def _latency_cells(r: Dict[str, Any]) -> List[str]:
         _ms(r, "p99_ms", "{:.2f}"),
         _ms(r, "max_ms", "{:.1f}"),
     ]
-
-
-Ranked = List[Tuple[str, int]]
-
-
-def profile_top(path: Path, n: int = 12) -> Tuple[int, Ranked, Ranked]:
-    """py-spy's collapsed stacks -> (samples, top self, top inclusive), functions without
-    line numbers: ``'name (file)'``."""
-    import collections
-    import re
-
-    own: collections.Counter = collections.Counter()
-    incl: collections.Counter = collections.Counter()
-    total = 0
-    for line in Path(path).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] += int(count)
-        for f in set(frames):
-            incl[f] += int(count)
-    return total, own.most_common(n), incl.most_common(n)
 
 
 def _report_profile(profiled: List[Dict[str, Any]], out: TextIO) -> None:

@@ -11,7 +11,6 @@ import concurrent.futures
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -23,13 +22,9 @@ from typing import Any, Callable, Dict, Optional
 
 import pytest
 
+from confd_tests.netutil import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeThread:

@@ -3,17 +3,13 @@ a database locked by someone else."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import gevent
@@ -23,42 +19,10 @@ import pytest
 from confd.simulator.server import FakeFreeSwitch
 from confd.store import DatabaseUnavailable, Store
 from confd.store.db import SQLITE_LOCK_TYPE, SQLITE_PRAGMAS
+from confd_tests.netutil import free_port, poll
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BUSY_TIMEOUT_MS = 400  # short stand-in for the shipped 5000 ms, same mechanism
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def get(url: str):
-    """An HTTP GET in a real thread: the in-process fake FreeSWITCH keeps serving meanwhile."""
-    return gevent.get_hub().threadpool.spawn(_get, url).get(timeout=5)
-
-
-def poll(url: str, until, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = get(url)
-            if until(*last):
-                return last
-        except OSError:
-            pass
-        gevent.sleep(0.1)
-    raise AssertionError("no answer matching in %.0fs; last: %r" % (timeout, last))
 
 
 def start_daemon(tmp_path: Path, fs_port: int, http_port: int) -> subprocess.Popen:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
-from confd_tests.loadtools import Child, ChildFailed, machine_busy, proc_cpu, self_cpu
+from confd_tests.loadtools import Child, ChildFailed, machine_busy, proc_cpu, profile_top, self_cpu
 from confd_tests.soak import REPO_ROOT, checks
 
 PASSWORD = "ClueCon"
@@ -800,7 +800,7 @@ def summarise(s: Soak) -> Dict[str, Any]:
         r["cpu_pct_of_one_core"] = {k: round(v, 1) for k, v in s.cpu.items()}
         r["cores"] = os.cpu_count()
     if a.py_spy is not None and Path(a.py_spy).exists():
-        r["profile"] = profile_top(Path(a.py_spy))
+        r["profile"] = profile_summary(Path(a.py_spy))
     if hasattr(s, "drift"):
         r["drift_detail"] = s.drift
     if hasattr(s, "log"):
@@ -818,34 +818,15 @@ def summarise(s: Soak) -> Dict[str, Any]:
     return r
 
 
-def profile_top(path: Path, n: int = 15) -> Dict[str, Any]:
+def profile_summary(path: Path, n: int = 15) -> Dict[str, Any]:
     """py-spy's raw (collapsed) stacks -> the top functions by own and by inclusive samples,
     as percentages, functions named without line numbers."""
-    import collections
-    import re
-
-    own: collections.Counter = collections.Counter()
-    incl: collections.Counter = collections.Counter()
-    total = 0
-    for line in Path(path).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] += int(count)
-        for f in set(frames):
-            incl[f] += int(count)
+    total, own, incl = profile_top(path, n)
 
     def pct(items: List[Tuple[str, int]]) -> List[Tuple[str, float]]:
         return [(name, 100.0 * k / total) for name, k in items]
 
-    return {
-        "path": str(path),
-        "samples": total,
-        "self": pct(own.most_common(n)) if total else [],
-        "inclusive": pct(incl.most_common(n)) if total else [],
-    }
+    return {"path": str(path), "samples": total, "self": pct(own), "inclusive": pct(incl)}
 
 
 def _f(value: Any, spec: str = "{:,.0f}") -> str:

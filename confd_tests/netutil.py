@@ -1,0 +1,49 @@
+"""Small helpers for tests that run ``confd run`` as a real process: a free port, and a JSON GET
+that never stops this process's event loop (the in-process fake FreeSWITCH keeps serving)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Tuple
+
+import gevent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> Tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str) -> Tuple[int, Any]:
+    """``(status, JSON body)`` of a GET, made in a real thread: the in-process fake FreeSWITCH
+    keeps serving meanwhile."""
+    return gevent.get_hub().threadpool.spawn(_get, url).get(timeout=5)
+
+
+def poll(url: str, until: Callable[[int, Any], bool], timeout: float = 15.0) -> Tuple[int, Any]:
+    """Ask until ``until(status, body)``, sleeping cooperatively in between."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = get(url)
+            if until(*last):
+                return last
+        except OSError:
+            pass
+        gevent.sleep(0.1)
+    raise AssertionError("no answer matching in %.0fs; last: %r" % (timeout, last))
