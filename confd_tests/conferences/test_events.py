@@ -8,6 +8,7 @@ from confd.conferences import events as ev
 from confd.conferences.model import GREGORIAN_OFFSET, Participant, to_gregorian
 from confd.conferences.state import LiveState
 from confd.esl import protocol as p
+from confd_tests.contract import PARTICIPANT_KEYS
 from confd_tests.replay import Capture
 
 CONF_UUID = "846bf32d-575a-4d74-a381-20255f4cf852"
@@ -340,25 +341,5 @@ def test_channel_data_fills_a_resynced_participant():
 def test_participant_to_api_has_every_field_of_api_md():
     part = Participant(3, "c", "room1", "u", join_time=1000.0)
     api = part.to_api(now=1095.5)
-    assert set(api) == {
-        "call_id",
-        "conference_name",
-        "conference_uuid",
-        "switch_hostname",
-        "floor",
-        "hear",
-        "speak",
-        "talking",
-        "mute_detect",
-        "participant_id",
-        "energy_level",
-        "current_energy",
-        "video",
-        "is_moderator",
-        "join_time",
-        "duration",
-        "caller_id_name",
-        "caller_id_number",
-        "custom_channel_vars",
-    }
+    assert set(api) == PARTICIPANT_KEYS
     assert api["duration"] == 95 and api["join_time"] == 1000 + GREGORIAN_OFFSET

@@ -11,21 +11,11 @@ from confd.events import shape
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
 from confd.metrics import Metrics
+from confd_tests.contract import CONFERENCE_EVENT_KEYS, PARTICIPANT_EVENT_KEYS
 
 CONF = "0123456789abcdef0123456789abcdef"
 UUID = "e2e9007d-a4e4-4d5c-b9bf-013020e2f3fe"
 CALL = "2f73be18-3d58-47dd-b191-6b94b664fe45"
-
-PARTICIPANT_KEYS = [
-    "custom_channel_vars", "channel_presence_id", "caller_id_number", "caller_id_name",
-    "mute_detect", "video", "energy_level", "current_energy", "talking", "speak", "hear",
-    "floor", "participant_id", "instance_id", "conference_id", "focus", "call_id", "event",
-    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
-]  # fmt: skip
-CONFERENCE_KEYS = [
-    "conference_id", "instance_id", "focus", "event", "is_locked", "members", "admins",
-    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
-]  # fmt: skip
 
 
 def participant(**kw):
@@ -65,7 +55,7 @@ def build(event, p=None, **kw):
 @pytest.mark.parametrize("event", shape.PARTICIPANT_EVENTS)
 def test_participant_event_every_key_in_order(event):
     pub = build(event, participant(talking=event == "start-talking"))
-    assert list(pub.data) == PARTICIPANT_KEYS
+    assert list(pub.data) == PARTICIPANT_EVENT_KEYS
     d = pub.data
     assert d["event"] == event and pub.name == event
     assert d["custom_channel_vars"] == {"account_id": "a" * 32, "owner_id": "o1"}
@@ -86,7 +76,7 @@ def test_participant_event_every_key_in_order(event):
 @pytest.mark.parametrize("event", ["lock", "unlock", "conference-create", "conference-destroy"])
 def test_conference_event_shape(event):
     pub = build(event, locked=event == "lock", counts=(3, 1), hostname="fs-a.example")
-    assert list(pub.data) == CONFERENCE_KEYS
+    assert list(pub.data) == CONFERENCE_EVENT_KEYS
     d = pub.data
     assert d["event_name"] == "conference_event" and d["routing_key"] == "conference_event"
     assert (d["members"], d["admins"], d["is_locked"]) == (3, 1, event == "lock")
@@ -101,9 +91,8 @@ def test_conference_event_focus_falls_back_to_node_name():
 
 def test_kick_member_is_conference_level_with_the_call_id():
     pub = build("kick-member", participant(), counts=(1, 0))
-    assert (
-        list(pub.data) == CONFERENCE_KEYS[:7] + ["call_id", "participant_id"] + CONFERENCE_KEYS[7:]
-    )
+    keys = CONFERENCE_EVENT_KEYS
+    assert list(pub.data) == keys[:7] + ["call_id", "participant_id"] + keys[7:]
     assert pub.data["event_name"] == "conference_event"
     assert pub.data["call_id"] == CALL and pub.data["participant_id"] == 20
     assert pub.routing_key == "conference.event.%s.%s" % (CONF, CALL)

@@ -15,18 +15,11 @@ import urllib.request
 import pytest
 import websocket
 
+from confd_tests.contract import CONFERENCE_EVENT_KEYS, PARTICIPANT_EVENT_KEYS
 from confd_tests.events.conftest import http, wait_for
 
-PARTICIPANT_KEYS = {
-    "custom_channel_vars", "channel_presence_id", "caller_id_number", "caller_id_name",
-    "mute_detect", "video", "energy_level", "current_energy", "talking", "speak", "hear",
-    "floor", "participant_id", "instance_id", "conference_id", "focus", "call_id", "event",
-    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
-}  # fmt: skip
-CONFERENCE_KEYS = {
-    "conference_id", "instance_id", "focus", "event", "is_locked", "members", "admins",
-    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
-}  # fmt: skip
+PARTICIPANT_KEYS = set(PARTICIPANT_EVENT_KEYS)
+CONFERENCE_KEYS = set(CONFERENCE_EVENT_KEYS)
 FRAME_KEYS = {"action", "subscribed_key", "subscription_key", "name", "routing_key", "data"}
 ALL = "conference.event.*.*"
 

@@ -6,30 +6,9 @@ from __future__ import annotations
 import time
 
 from confd.conferences.model import GREGORIAN_OFFSET
+from confd_tests.contract import PARTICIPANT_KEYS
 from confd_tests.http.conftest import hexid
 from confd_tests.http.test_auth import assert_error
-
-PARTICIPANT_KEYS = {
-    "call_id",
-    "conference_name",
-    "conference_uuid",
-    "switch_hostname",
-    "floor",
-    "hear",
-    "speak",
-    "talking",
-    "mute_detect",
-    "participant_id",
-    "energy_level",
-    "current_energy",
-    "video",
-    "is_moderator",
-    "join_time",
-    "duration",
-    "caller_id_name",
-    "caller_id_number",
-    "custom_channel_vars",
-}
 
 
 def test_read_only_of_a_running_conference(harness):
