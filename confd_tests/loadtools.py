@@ -64,6 +64,19 @@ class LineReader:
         return out
 
 
+def parse_metrics(text: str) -> Dict[str, float]:
+    """Prometheus text as ``{'name{labels}': value}`` (the labels stay in the key)."""
+    out: Dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 def proc_cpu(pid: int) -> Optional[float]:
     """utime + stime of a process, seconds (None once it is gone)."""
     try:

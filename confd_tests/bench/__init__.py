@@ -14,7 +14,7 @@ Speed goals live in the printed figures only; the smoke tests check that a run c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +24,17 @@ SUBCOMMANDS: Dict[str, str] = {
     "rest": "confd_tests.bench.rest",
     "ws": "confd_tests.bench.ws",
 }
+
+
+def settings(args: Any, defaults: Mapping[str, Any], quick: Mapping[str, Any]) -> Dict[str, Any]:
+    """A benchmark's settings: ``quick`` or ``defaults`` (``--quick``), each overridden by
+    the command-line option of the same name when it is given."""
+    base = dict(quick if args.quick else defaults)
+    for key in base:
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    return base
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:

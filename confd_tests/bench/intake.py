@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from confd_tests.bench import REPO_ROOT, percentile, table
+from confd_tests.bench import REPO_ROOT, percentile, settings, table
 
 DESCRIPTION = "event intake: confd vs greenswitch vs framing alone, RSS, api latency under load"
 
@@ -89,15 +89,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default="parser,parser+parse_event,confd,greenswitch",
         help="comma-separated subset of the engines to run",
     )
-
-
-def _settings(args: argparse.Namespace) -> Dict[str, Any]:
-    base = dict(QUICK if args.quick else DEFAULTS)
-    for key in base:
-        value = getattr(args, key, None)
-        if value is not None:
-            base[key] = value
-    return base
 
 
 # =============================================================================================
@@ -254,7 +245,7 @@ def _confd_node(port: int):
     from confd.esl.node import NodeSettings, NodeSupervisor
     from confd_tests.bench.feeder import PASSWORD
 
-    settings = NodeSettings(
+    node_settings = NodeSettings(
         name="bench",
         host="127.0.0.1",
         port=port,
@@ -264,7 +255,7 @@ def _confd_node(port: int):
         reconnect_min=30.0,  # a lost connection is a failure here, not something to retry
     )
     builder = CommandBuilder(RELAXED_NAME_PATTERN)
-    node = NodeSupervisor(settings, LiveState(), builder)
+    node = NodeSupervisor(node_settings, LiveState(), builder)
     return node, builder
 
 
@@ -630,7 +621,7 @@ def _verdict(ok: Optional[bool]) -> str:
 def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
     from confd_tests.bench.feeder import build_stream, save_stream
 
-    s = _settings(args)
+    s = settings(args, DEFAULTS, QUICK)
     n = int(s["events"])
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     api_count = int(s["api_rate"] * (s["api_seconds"] + 2))

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from confd_tests.bench import REPO_ROOT, percentile, table
+from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.bench.intake import _fmt, _Lines, _stop, _verdict
 from confd_tests.loadtools import proc_cpu
 
@@ -112,11 +112,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Dict[str, Any]:
-    s: Dict[str, Any] = dict(QUICK if args.quick else DEFAULTS)
-    for key in ("seconds", "rate", "others", "paced_rps"):
-        value = getattr(args, key, None)
-        if value is not None:
-            s[key] = value
+    s = settings(args, DEFAULTS, QUICK)
     if args.events:
         s["cycle"] = args.events
     s["cycle"] = max(2, min(MAX_CYCLE, int(s["cycle"])))

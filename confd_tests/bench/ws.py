@@ -67,13 +67,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from confd_tests.bench import REPO_ROOT, percentile, table
+from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.loadtools import (
     Child,
     ChildFailed,
     LineReader,
     die_with_parent,
     machine_busy,
+    parse_metrics,
     profile_top,
     say,
     self_cpu,
@@ -174,15 +175,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="sample confd with py-spy over each paced window (DIR/<run>.txt, collapsed stacks) "
         "and print where its time goes",
     )
-
-
-def _settings(args: argparse.Namespace) -> Dict[str, Any]:
-    base = dict(QUICK if args.quick else DEFAULTS)
-    for key in base:
-        value = getattr(args, key, None)
-        if value is not None:
-            base[key] = value
-    return base
 
 
 def _numbers(text: str) -> List[int]:
@@ -776,15 +768,7 @@ def metrics(base: str) -> Dict[str, float]:
     """``/metrics`` as ``{'name{labels}': value}`` (Prometheus text format, no parsing of the
     labels beyond keeping them in the key)."""
     _, body = _http(base + "/metrics")
-    out: Dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                out[key] = float(value)
-            except ValueError:
-                pass
-    return out
+    return parse_metrics(body.decode())
 
 
 def _wait(predicate, timeout: float, what: str, daemon: Child) -> Any:
@@ -1190,7 +1174,7 @@ def _interrupted(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
-    s = _settings(args)
+    s = settings(args, DEFAULTS, QUICK)
     rates, clients_list = _numbers(s["rates"]), _numbers(s["clients"])
     modes = [m.strip() for m in str(s["modes"]).split(",") if m.strip()]
     amqp_rates = _numbers(s["amqp_rates"])

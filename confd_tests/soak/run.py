@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
-from confd_tests.loadtools import Child, ChildFailed, machine_busy, proc_cpu, profile_top, self_cpu
+from confd_tests.loadtools import (
+    Child,
+    ChildFailed,
+    machine_busy,
+    parse_metrics,
+    proc_cpu,
+    profile_top,
+    self_cpu,
+)
 from confd_tests.soak import REPO_ROOT, checks
 
 PASSWORD = "ClueCon"
@@ -157,15 +165,7 @@ def metrics(port: int) -> Dict[str, float]:
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    out: Dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                out[key] = float(value)
-            except ValueError:
-                pass
-    return out
+    return parse_metrics(text)
 
 
 def metric_sum(m: Dict[str, float], name: str) -> float:
