@@ -296,6 +296,10 @@ class EventsConfig:
     # Websocket writes go out in rounds; the next round waits as long as the last one took, up
     # to this many milliseconds (0: never waits): the latency batching may add under load.
     websocket_batch_ms: int = field(default=2, metadata={_RANGE: (0, 100)})
+    # A websocket client silent (no frame at all) this many seconds is sent a ping; silent
+    # as long again, it is closed (1011): a vanished dashboard does not hold a connection
+    # forever.  0: never.
+    websocket_ping_s: int = field(default=30, metadata={_RANGE: (0, 3600)})
 
     def __post_init__(self) -> None:
         _check_fields(self)

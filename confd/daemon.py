@@ -121,6 +121,7 @@ class Daemon:
             queue_bound=cfg.events.subscriber_queue,
             metrics=self.metrics,
             flush_interval=cfg.events.websocket_batch_ms / 1000.0,
+            ping_interval=float(cfg.events.websocket_ping_s),
         )
         self.server: Optional[WSGIServer] = None
         self._stopped = Event()

@@ -122,6 +122,18 @@ def subscribe(url: str, token: str, account: str, request_id: str, timeout: floa
     return ws, sock
 
 
+OPCODE_PING, OPCODE_PONG = 0x9, 0xA
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """A client's answer to a ping carrying ``payload`` (at most 125 bytes): a masked pong
+    frame with the same payload (RFC 6455 5.5.3).  confd pings a silent client and closes it
+    when no answer comes."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | OPCODE_PONG, 0x80 | len(payload)]) + mask + masked
+
+
 class FrameReader:
     """Server-to-client websocket frames (RFC 6455: never masked) from a byte stream.
 

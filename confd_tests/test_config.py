@@ -66,6 +66,7 @@ def test_defaults_without_file():
     assert ev.channel_var_prefix == "ecallmgr_"
     assert ev.amqp_url is None
     assert (ev.subscriber_queue, ev.amqp_buffer) == (1000, 10000)
+    assert (ev.websocket_batch_ms, ev.websocket_ping_s) == (2, 30)
     assert cfg.auth.token_ttl == 3600
     assert cfg.log.level == "info"
 
@@ -370,6 +371,10 @@ def test_unreadable_file(tmp_path):
         ({"events": {"amqp_url": "http://mq/"}}, "events.amqp_url: expected a URL starting"),
         ({"events": {"subscriber_queue": 0}}, "events.subscriber_queue: expected an integer >= 1"),
         ({"events": {"amqp_buffer": -5}}, "events.amqp_buffer: expected an integer >= 1"),
+        (
+            {"events": {"websocket_ping_s": 3601}},
+            "events.websocket_ping_s: expected an integer 0..3600, got 3601",
+        ),
         ({"database": {"url": "mysql://x/y"}}, "database.url: expected a URL starting with"),
         ({"database": {"url": "sqlite:///"}}, "database.url: a sqlite URL needs a file path"),
         ({"auth": {"token_ttl": 0}}, "auth.token_ttl: expected an integer >= 1, got 0"),

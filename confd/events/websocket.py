@@ -14,9 +14,12 @@ Per connection:
   without blocking, and a writer greenlet finishes what a full socket did not take;
 - the *token checker* greenlet ends subscriptions whose token expires or is revoked.
 
-Close codes: 1000 normal; 1008 policy (the auth token expired or was revoked); 1009 a message
-over 64 KiB; 1013 try again later (the client did not keep up with its events, or confd is
-stopping); 1002/1007 protocol errors found by wsproto.
+- the same greenlet pings a client that has sent nothing for ``ping_interval`` seconds, and
+  closes it when it stays silent as long again (a vanished client holds nothing forever).
+
+Close codes: 1000 normal; 1001 confd stopping; 1008 policy (the auth token expired or was
+revoked); 1009 a message over 64 KiB; 1011 no answer to a ping; 1013 try again later (the client
+did not keep up with its events); 1002/1007 protocol errors found by wsproto.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import gevent
 from gevent import socket
 from gevent.pywsgi import WSGIHandler
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from confd.events import shape
@@ -54,11 +57,14 @@ MAX_CLOSE_REASON = 120  # bytes of a close frame's reason (its payload is at mos
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
 TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
 TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
+PING_INTERVAL = 30.0  # default of events.websocket_ping_s
+PING_PAYLOAD = b"confd"
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_NO_PONG = 1011
 CLOSE_TRY_AGAIN = 1013
 
 # Message actions and reply words (events.md).
@@ -207,6 +213,7 @@ class WebsocketSession:
         clock: Callable[[], float] = time.time,
         max_message: int = MAX_MESSAGE_BYTES,
         token_recheck: float = TOKEN_RECHECK,
+        ping_interval: float = PING_INTERVAL,
     ) -> None:
         self.sock = sock
         self.rfile = rfile
@@ -217,6 +224,9 @@ class WebsocketSession:
         self.clock = clock
         self.max_message = max_message
         self.token_recheck = token_recheck
+        self.ping_interval = ping_interval
+        self.heard = time.monotonic()  # when the client last sent anything
+        self._pinged = False  # a ping is out since the client was last heard
         self.ws = Connection(ConnectionType.SERVER)
         self.subscriptions: Dict[Tuple[str, str], Subscription] = {}
         self._routes: List[Tuple[Optional[str], Route]] = []
@@ -346,6 +356,8 @@ class WebsocketSession:
             data = self.rfile.read1(READ_CHUNK)
             if not data:
                 return
+            self.heard = time.monotonic()
+            self._pinged = False
             self.ws.receive_data(data)
             for event in self.ws.events():
                 if isinstance(event, CloseConnection):
@@ -357,6 +369,8 @@ class WebsocketSession:
                     except _Closed:
                         return
                     continue
+                if isinstance(event, Pong):
+                    continue  # an answer to our ping: being heard was the point
                 if not isinstance(event, (TextMessage, BytesMessage)) or self._closing:
                     continue
                 chunk = event.data
@@ -505,6 +519,16 @@ class WebsocketSession:
             log.info("websocket %s: auth token expired, closing", self.name)
             self.close(CLOSE_POLICY, "auth token expired", notice("auth token expired", bindings))
 
+    def _check_liveness(self) -> None:
+        """Ping a client silent for ``ping_interval``; close one silent twice as long."""
+        silent = time.monotonic() - self.heard
+        if silent >= 2 * self.ping_interval:
+            log.info("websocket %s: no answer to a ping for %.0fs, closing", self.name, silent)
+            self.close(CLOSE_NO_PONG, "no answer to ping")
+        elif silent >= self.ping_interval and not self._pinged:
+            self._pinged = True
+            self._write(Ping(payload=PING_PAYLOAD))
+
     def _check_loop(self) -> None:
         try:
             while not self._closing and not self._dead:
@@ -512,9 +536,13 @@ class WebsocketSession:
                 # Wake at least every TOKEN_TICK: a subscription added meanwhile may have an
                 # earlier token deadline than the one computed here.
                 timeout = TOKEN_TICK if due is None else min(TOKEN_TICK, due - self.clock())
+                if self.ping_interval:
+                    timeout = min(timeout, self.ping_interval / 2)
                 gevent.sleep(max(0.0, timeout))
                 if due is not None and self.clock() >= due:
                     self._check_tokens()
+                if self.ping_interval and not self._closing:
+                    self._check_liveness()
         except _Closed:
             pass
         except Exception:  # noqa: BLE001 - one client's bug must not go unnoticed
@@ -559,8 +587,10 @@ class WebsocketMiddleware:
         metrics: Any = None,
         clock: Callable[[], float] = time.time,
         flush_interval: float = FLUSH_INTERVAL,
+        ping_interval: float = PING_INTERVAL,
     ) -> None:
         self.app = app
+        self.ping_interval = ping_interval
         self.authorizer = Authorizer(store, clock)
         self.queue_bound = queue_bound
         self.metrics = metrics
@@ -630,6 +660,7 @@ class WebsocketMiddleware:
             metrics=self.metrics,
             name=name,
             clock=self.clock,
+            ping_interval=self.ping_interval,
         )
         self.sessions.append(session)
         if self.metrics is not None:

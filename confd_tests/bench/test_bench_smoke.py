@@ -380,6 +380,7 @@ def _check(scanner, ended, stamped, expected_ms):
     assert scanner.received == len(stamped) == 5
     # stamp 0, none, 15 digits, a string, 2 floats; not the reply, nothing after the close
     assert scanner.other == 6
+    assert scanner.pings == [b"ping"]  # to be answered by the client (pong_frame)
 
 
 def test_event_scanner_counts_frames_cut_at_every_byte():
@@ -464,3 +465,14 @@ def test_profile_top_counts_own_and_inclusive_samples_without_line_numbers(tmp_p
     assert total == 10
     assert own == [("send (f.py)", 6), ("dispatch (f.py)", 3)]
     assert incl == [("run (a.py)", 10), ("dispatch (f.py)", 9)]
+
+
+def test_pong_frame_is_a_masked_pong_with_the_pings_payload():
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    from confd_tests.loadtools import pong_frame
+
+    server = FrameProtocol(client=False, extensions=[])
+    server.receive_bytes(pong_frame(b"confd"))
+    (frame,) = list(server.received_frames())  # wsproto refuses an unmasked client frame
+    assert frame.opcode == Opcode.PONG and frame.payload == b"confd"

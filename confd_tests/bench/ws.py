@@ -69,12 +69,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.loadtools import (
+    OPCODE_PING,
     Child,
     ChildFailed,
     LineReader,
     die_with_parent,
     machine_busy,
     parse_metrics,
+    pong_frame,
     profile_top,
     say,
     self_cpu,
@@ -406,6 +408,7 @@ class EventScanner:
         "notice",
         "_parts",
         "_opcode",
+        "pings",
     )
 
     def __init__(self) -> None:
@@ -418,6 +421,7 @@ class EventScanner:
         self.close_code: Optional[int] = None
         self.notice: Optional[str] = None
         self._parts: List[bytes] = []  # a fragmented message so far
+        self.pings: List[bytes] = []  # payloads of pings to answer
         self._opcode = 0
 
     def space(self) -> memoryview:
@@ -489,6 +493,8 @@ class EventScanner:
                             self.close_code = buf[start] << 8 | buf[start + 1]
                         going = False
                         break
+                    if b0 & 0x0F == OPCODE_PING:
+                        self.pings.append(bytes(buf[start:end]))
                 else:
                     self._fragment(b0, bytes(buf[start:end]), t_ns)
         finally:
@@ -563,7 +569,10 @@ class _WsClient:
             t = time.time_ns()
             if not n:
                 return False
-            return scanner.scan(n, t)
+            going = scanner.scan(n, t)
+            while scanner.pings:
+                self.sock.send(pong_frame(scanner.pings.pop(0)))
+            return going
         except BlockingIOError:
             return True
         except (OSError, ValueError) as exc:

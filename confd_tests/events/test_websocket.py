@@ -512,3 +512,35 @@ def test_client_flooding_messages_without_reading_is_closed_and_confd_stays_resp
     assert 'confd_websocket_closes_total{code="1013"} 1.0' in metrics
     assert "ended: closed by confd: 1013 too slow" in s["confd"].log()
     assert len(health_times) >= 3 and max(health_times) < 1.0, health_times
+
+
+def test_a_silent_client_is_pinged_and_stays_while_it_answers(setup):
+    """events.websocket_ping_s: a client that sends nothing is pinged; answering (as any
+    websocket library does by itself) keeps the connection open."""
+    s = setup({"events": {"websocket_ping_s": 1}})
+    c = client(s)
+    c.subscribe(s["a_token"], s["a"])
+    c.ws.settimeout(0.2)
+    seen = []
+    deadline = time.monotonic() + 3.5  # well past twice the interval
+    while time.monotonic() < deadline:
+        try:
+            opcode, frame = c.ws.recv_data_frame(True)  # answers a ping with a pong itself
+        except websocket.WebSocketTimeoutException:
+            continue
+        seen.append((opcode, frame.data))
+    assert (websocket.ABNF.OPCODE_PING, b"confd") in seen
+    assert all(op != websocket.ABNF.OPCODE_CLOSE for op, _ in seen), seen
+    assert c.request("ping")["status"] == "success"  # still open
+
+
+def test_a_client_that_never_answers_a_ping_is_closed_1011(setup):
+    s = setup({"events": {"websocket_ping_s": 1}})
+    c = client(s)
+    c.subscribe(s["a_token"], s["a"])
+    time.sleep(2.5)  # reads nothing: the ping waits unanswered in its socket
+    got = c.frame(timeout=5)  # skips the ping (answering it is too late now)
+    assert got[:2] == ("close", 1011), got
+    metrics = urllib.request.urlopen(s["confd"].base + "/metrics", timeout=5).read().decode()
+    assert 'confd_websocket_closes_total{code="1011"} 1.0' in metrics
+    wait_for(lambda: "ended: closed by confd: 1011" in s["confd"].log(), 5, "the log line")

@@ -21,7 +21,14 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from confd_tests.loadtools import FrameReader, say, stdin_lines, subscribe
+from confd_tests.loadtools import (
+    OPCODE_PING,
+    FrameReader,
+    pong_frame,
+    say,
+    stdin_lines,
+    subscribe,
+)
 
 READ_CHUNK = 256 * 1024
 STATUS_EVERY = 0.5
@@ -30,7 +37,7 @@ CONNECT_TIMEOUT = 15.0
 JOIN_WAIT = 3.0
 EVENT_PREFIX = b'{"action":"event"'
 ROUTING_PREFIX = "conference.event."
-OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING = 1, 8, 9
+OPCODE_TEXT, OPCODE_CLOSE = 1, 8
 
 
 def check_event(payload: bytes) -> Optional[str]:
@@ -99,7 +106,9 @@ class Client(threading.Thread):
                     elif opcode == OPCODE_TEXT:
                         self.ended = "message: %s" % payload[:200].decode(errors="replace")
                         return
-                    elif opcode != OPCODE_PING:
+                    elif opcode == OPCODE_PING:
+                        self.sock.sendall(pong_frame(payload))
+                    else:
                         self.ended = "unexpected opcode %d" % opcode
                         return
         except (OSError, ValueError) as exc:
