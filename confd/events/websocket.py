@@ -12,10 +12,9 @@ Per connection:
 - an ``Outbox`` (``confd.events.fanout``) holds the frames waiting to be written, replies and
   events alike, in order; the fan-out's dispatcher puts event frames in it and writes them,
   without blocking, and a writer greenlet finishes what a full socket did not take;
-- the *token checker* greenlet ends subscriptions whose token expires or is revoked.
-
-- the same greenlet pings a client that has sent nothing for ``ping_interval`` seconds, and
-  closes it when it stays silent as long again (a vanished client holds nothing forever).
+- the *token checker* greenlet ends subscriptions whose token expires or is revoked; it also
+  pings a client that has sent nothing for ``ping_interval`` seconds, and closes it when it
+  stays silent as long again (a vanished client holds nothing forever).
 
 Close codes: 1000 normal; 1001 confd stopping; 1008 policy (the auth token expired or was
 revoked); 1009 a message over 64 KiB; 1011 no answer to a ping; 1013 try again later (the client
