@@ -6,12 +6,14 @@ counted.  One publisher greenlet drains the buffer over py-amqp (the AMQP 0-9-1 
 Celery project, plain sockets, so it cooperates with gevent once the entry point has
 monkey-patched ``socket``).  Each message is persistent and published as soon as it is
 taken from the buffer; the broker's confirms are read meanwhile by a second greenlet on the
-same connection (publishing does not wait for them: a confirm round trip per batch had the
-buffer fall seconds behind at 5,000 events/s on a loaded machine).  At most WINDOW messages are
-unconfirmed at a time; a nack, a confirm overdue by CONFIRM_TIMEOUT or a lost connection sends
-every unconfirmed message again after the reconnect (at-least-once, in order).  Reconnects
-back off exponentially with jitter.  On stop, a connected publisher first sends what is
-buffered and waits for its confirms, within the stop's timeout; what is left is logged.
+same connection.  Publishing does not wait for them: with a durable queue bound, the broker
+confirms a persistent message once it is on disk, and awaiting each batch's confirms held
+every event behind that write (at 5,000 events/s, p90 100-118 ms against 13-36 ms).  At most
+WINDOW messages are unconfirmed at a time; a nack, a confirm overdue by CONFIRM_TIMEOUT or a
+lost connection sends every unconfirmed message again after the reconnect (at-least-once, in
+order).  Reconnects back off exponentially with jitter.  On stop, a connected publisher
+first sends what is buffered and waits for its confirms, within the stop's timeout; what is
+left is logged.
 """
 
 from __future__ import annotations
