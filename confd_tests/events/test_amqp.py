@@ -20,7 +20,8 @@ AMQP_URL = os.environ["CONFD_TEST_AMQP_URL"]
 
 class TcpProxy:
     """Forwards 127.0.0.1:port to the broker with plain threads; ``cut`` closes every
-    connection and stops listening (connects are refused) until ``restore``."""
+    connection and stops listening (connects are refused) until ``restore``; ``pause`` holds
+    the bytes in both directions, connections open, until ``resume``."""
 
     def __init__(self, target):
         self.target = target
@@ -28,7 +29,15 @@ class TcpProxy:
         self._conns = []
         self._lock = threading.Lock()
         self._listener = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
+
+    def pause(self):
+        self._flowing.clear()
+
+    def resume(self):
+        self._flowing.set()
 
     def restore(self):
         s = socket.socket()
@@ -50,13 +59,13 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -209,3 +218,40 @@ def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer):
     assert names[-1] == "lock"
     # What the buffer held when the broker went away is delivered after the reconnect.
     assert 1 <= len(names) - 1 <= 6
+
+
+def test_stop_delivers_what_is_buffered(confd, fake_fs, proxy, consumer):
+    """SIGTERM while the broker is slow to confirm and events still wait in confd's buffer
+    (more than the 1,000 a connection may have unconfirmed): confd sends them and waits for
+    their confirms before it exits, within its stop timeout; nothing is lost."""
+    c = confd({"events": {"amqp_url": proxied_url(proxy)}})
+    wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 10, "AMQP connected")
+    conf = "0123456789abcdef0123456789abcdef"
+    mid = fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1001")
+    assert len(consumer.take(2)) == 2  # conference-create, add-member
+    proxy.pause()
+    total = 1500
+
+    def talk():
+        model = fake_fs.fake.model
+        for i in range(total):
+            model.set_talking(mid, i % 2 == 0)
+
+    def taken_in():
+        return sum(
+            metric(c.base, 'confd_esl_events_total{action="%s"}' % a)
+            for a in ("start-talking", "stop-talking")
+        )
+
+    fake_fs.call(talk)
+    wait_for(lambda: taken_in() == total, 10, "confd took every event in")
+    assert metric(c.base, 'confd_queue_depth{queue="amqp"}') > 0  # waiting in the buffer
+    c.proc.terminate()
+    time.sleep(0.5)
+    assert c.proc.poll() is None  # still draining: the broker has confirmed nothing yet
+    proxy.resume()
+    assert c.proc.wait(10) == 0
+    got = consumer.take(total, timeout=15)
+    names = [json.loads(m.body)["event"] for m in got]
+    assert len(names) == total and set(names) == {"start-talking", "stop-talking"}
+    assert "stopped with" not in c.log()  # no event left unconfirmed
