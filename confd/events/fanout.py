@@ -56,6 +56,11 @@ DROP_BEHIND = "confd behind"
 _UNRESOLVED = object()
 
 
+def socket_error_text(exc: OSError) -> str:
+    """What a socket error says, for a log line or a connection's end reason."""
+    return exc.strerror or type(exc).__name__
+
+
 class Outbox:
     """One connection's frames waiting to be written, and the writing of them.
 
@@ -140,7 +145,7 @@ class Outbox:
         except BlockingIOError:
             n = 0
         except OSError as exc:
-            self._fail("write failed: %s" % (exc.strerror or type(exc).__name__))
+            self._fail("write failed: %s" % socket_error_text(exc))
             return
         if n == len(data):
             self._clear()
@@ -198,7 +203,7 @@ class Outbox:
         except gevent.Timeout:
             self._fail("client took nothing for %gs" % self.write_timeout)
         except OSError as exc:
-            self._fail("write failed: %s" % (exc.strerror or type(exc).__name__))
+            self._fail("write failed: %s" % socket_error_text(exc))
         finally:
             self._writer = None
             if not self._chunks:

@@ -37,7 +37,15 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import generate_accept_token
 
 from confd.events import shape
-from confd.events.fanout import DROP_BEHIND, DROP_TOO_SLOW, FLUSH_INTERVAL, Fanout, Outbox, Route
+from confd.events.fanout import (
+    DROP_BEHIND,
+    DROP_TOO_SLOW,
+    FLUSH_INTERVAL,
+    Fanout,
+    Outbox,
+    Route,
+    socket_error_text,
+)
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
 from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
@@ -263,7 +271,7 @@ class WebsocketSession:
         try:
             self._read_loop()
         except OSError as exc:
-            self._end("read failed: %s" % (exc.strerror or type(exc).__name__))
+            self._end("read failed: %s" % socket_error_text(exc))
         except (ValueError, _Closed) as exc:
             self._end("read ended: %s" % (type(exc).__name__))
         finally:
