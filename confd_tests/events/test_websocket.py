@@ -470,12 +470,14 @@ def test_slow_client_dropped_intake_keeps_pace(setup, fake_fs):
 
 
 # A websocket client, in its own process (this one keeps measuring confd meanwhile), that
-# sends pings as fast as it can and never reads; it prints how its sending ended.
+# sends pings as fast as it can and never reads; it prints how its sending ended.  Its receive
+# buffer keeps the system's default: with a tiny one (SO_RCVBUF 4096, as the slow-reader test
+# uses) its kernel drops confd's segments whole, the ACKs they carry for its own data with
+# them, and its sends stall in TCP retransmission backoff (seen with ss: backoff 5, rto 6.5 s,
+# confd's receive queue empty) -- a stall of the client's own making, not confd's.
 FLOODER = """
-import json, socket, sys, websocket
-ws = websocket.create_connection(
-    sys.argv[1], timeout=20, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
-)
+import json, sys, websocket
+ws = websocket.create_connection(sys.argv[1], timeout=20)
 ping = json.dumps({"action": "ping", "request_id": "p"})
 try:
     for _ in range(2000000):
