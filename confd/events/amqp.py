@@ -266,9 +266,7 @@ class AmqpPublisher:
                     conn.drain_events()
                 except TimeoutError:
                     continue  # nothing for IO_TIMEOUT: the publisher's deadline decides
-        except gevent.GreenletExit:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the publisher reconnects
+        except Exception as exc:  # noqa: BLE001 - the publisher reconnects (a kill passes)
             self._failure = exc
             self._room.set()
 
