@@ -122,7 +122,8 @@ def subscribe(url: str, token: str, account: str, request_id: str, timeout: floa
     return ws, sock
 
 
-OPCODE_PING, OPCODE_PONG = 0x9, 0xA
+# Websocket opcodes (RFC 6455 5.2) the load clients read or write.
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
 
 
 def pong_frame(payload: bytes) -> bytes:

@@ -69,7 +69,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.loadtools import (
+    OPCODE_CLOSE,
     OPCODE_PING,
+    OPCODE_TEXT,
     Child,
     ChildFailed,
     LineReader,
@@ -222,10 +224,6 @@ def stamp_templates(templates: Dict[str, Any]) -> Dict[str, Any]:
 
 def stamp_bytes(unix_us: int) -> bytes:
     return b"%0*d" % (STAMP_WIDTH, unix_us)
-
-
-OPCODE_TEXT = 1
-OPCODE_CLOSE = 8
 
 
 def _latency_ms(received_ns: int, data: Any) -> Optional[float]:

@@ -22,7 +22,9 @@ import time
 from typing import Any, Dict, List, Optional
 
 from confd_tests.loadtools import (
+    OPCODE_CLOSE,
     OPCODE_PING,
+    OPCODE_TEXT,
     FrameReader,
     pong_frame,
     say,
@@ -37,7 +39,6 @@ CONNECT_TIMEOUT = 15.0
 JOIN_WAIT = 3.0
 EVENT_PREFIX = b'{"action":"event"'
 ROUTING_PREFIX = "conference.event."
-OPCODE_TEXT, OPCODE_CLOSE = 1, 8
 
 
 def check_event(payload: bytes) -> Optional[str]:
