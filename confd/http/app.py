@@ -1,96 +1,40 @@
-"""Flask application factory: envelope, request ids, body limits, and the one error handler."""
+"""Flask application factory: request ids, body limits, CORS, and the one error handler."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, List, Optional, Sequence
 
-import orjson
 from flask import Flask, Response, g, request
+from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from confd.http import envelope
+from confd.http import auth, conferences, health, openapi, participants
 from confd.http import errors as e
+from confd.http import responses as r
 from confd.http.body import MAX_BODY_BYTES
+from confd.http.context import DEFAULTS_EXTENSION, ApiContext
+from confd.store.schema import ConferenceSchema
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# app.extensions key of the conference document defaults (what an ad-hoc conference shows).
-DEFAULTS_EXTENSION = "confd.conference_defaults"
-UNMATCHED_ROUTE = "unmatched"  # metrics label of requests no rule matched (bounded cardinality)
+__all__ = ["ApiContext", "create_app"]
+
+OPTIONS = "OPTIONS"
+CORS_PATHS = r"/v2/*"  # the API; /metrics is for Prometheus, never a browser page
+# What a browser page may send and read (api.md's headers).
+CORS_ALLOW_HEADERS = ["Content-Type", "X-Auth-Token", "X-Request-ID", "If-Match"]
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "ETag"]
+CORS_METHODS = ["GET", "PUT", "POST", "PATCH", "DELETE"]
+CORS_MAX_AGE = 600  # seconds a browser may reuse a preflight's answer
 
 
-@dataclass
-class ApiContext:
-    """What the HTTP layer may use; handed in by the daemon (no reach-around to ESL)."""
-
-    version: str
-    node_name: str
-    health: Callable[[], List[Dict[str, Any]]]
-    health_extra: Callable[[], Dict[str, Any]] = dict
-    observe_request: Callable[[str, str, int], None] = lambda route, method, status: None
-    metrics_text: Optional[Callable[[], tuple]] = None
-    store: Any = None  # confd.store.Store
-    control: Any = None  # confd.conferences.control.ConferenceControl
-    builder: Any = None  # confd.conferences.commands.CommandBuilder
-    token_ttl: int = 3600
-    channel_var_prefix: str = "ecallmgr_"
-
-
-def render(status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> Response:
-    # orjson: a 1,000-participant conference is ~500 KB of JSON, which the standard encoder
-    # takes ~5 ms to write on the event loop; orjson about a tenth of that.
-    try:
-        payload = orjson.dumps(body)
-    except TypeError:  # an integer beyond 64 bits, which a stored document may hold
-        payload = json.dumps(body).encode()
-    resp = Response(payload, status=status, mimetype="application/json")
-    resp.headers[REQUEST_ID_HEADER] = body.get("request_id") or ""
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
-
-
-def ok(data: Any, status: int = 200, **kw: Any) -> Response:
-    ctx: ApiContext = g.ctx
-    headers = kw.pop("headers", None)
-    body = envelope.success(
-        data,
-        request_id=g.request_id,
-        node=ctx.node_name,
-        version=ctx.version,
-        auth_token=g.get("auth_token"),
-        **kw,
-    )
-    return render(status, body, headers)
-
-
-def error_response(status: int, message: str, data: Any) -> Response:
-    ctx: ApiContext = g.ctx
-    body = envelope.error(
-        status,
-        message,
-        data,
-        request_id=g.get("request_id") or uuid.uuid4().hex,
-        node=ctx.node_name,
-        version=ctx.version,
-        auth_token=g.get("auth_token"),
-    )
-    return render(status, body)
-
-
-def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask:
+def create_app(
+    ctx: ApiContext, blueprints: Optional[List[Any]] = None, cors_origins: Sequence[str] = ()
+) -> Flask:
     """The API: health and metrics, api_auth, conferences, participants, the OpenAPI document,
-    plus any extra ``blueprints`` (e.g. the websocket endpoint)."""
-    from confd.http import auth, conferences, health, openapi, participants
-    from confd.store.schema import ConferenceSchema
-
+    plus any extra ``blueprints``. ``cors_origins``: the browser origins allowed to call it
+    (``http.cors_origins``; none = no CORS headers at all)."""
     app = Flask("confd")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     # "/v2//health" must be a 404 envelope, not Werkzeug's HTML redirect (which a client
@@ -102,33 +46,48 @@ def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask
     @app.before_request
     def _start() -> None:
         g.ctx = ctx
-        rid = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = rid if REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        # The server gave the request its id (the access log line carries the same one).
+        g.request_id = r.environ_request_id(request.environ)
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
             raise e.RequestTooLarge({"message": "body over %d bytes" % MAX_BODY_BYTES})
+
+    @app.before_request
+    def _options() -> Optional[Response]:
+        """``OPTIONS`` on a path of the API says which methods it takes, without a token: a
+        browser's CORS preflight never carries one (the CORS headers are added after)."""
+        if request.method == OPTIONS and request.routing_exception is None:
+            return app.make_default_options_response()
+        return None
 
     app.before_request(auth.authorize)
 
     @app.after_request
     def _observe(resp: Response) -> Response:
         # The rule pattern, never the raw path: label values stay a small, fixed set.
-        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        rule = request.url_rule.rule if request.url_rule is not None else r.UNMATCHED_ROUTE
+        request.environ[r.ROUTE_KEY] = rule
         ctx.observe_request(rule, request.method, resp.status_code)
-        if REQUEST_ID_HEADER not in resp.headers and g.get("request_id"):
-            resp.headers[REQUEST_ID_HEADER] = g.request_id
+        if r.REQUEST_ID_HEADER not in resp.headers and g.get("request_id"):
+            resp.headers[r.REQUEST_ID_HEADER] = g.request_id
         return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 405:
-            return error_response(405, "invalid_method", {"message": "method not allowed"})
+            allowed = getattr(exc, "valid_methods", None) or ()
+            return r.error_response(
+                405,
+                "invalid_method",
+                {"message": "method not allowed"},
+                {"Allow": ", ".join(sorted(allowed))} if allowed else None,
+            )
         if code == 404:
-            return error_response(404, "not_found", {"message": "no such path"})
+            return r.error_response(404, "not_found", {"message": "no such path"})
         if code == 413:
-            return error_response(413, "request_too_large", {"message": "body too large"})
-        return error_response(code, exc.name.lower().replace(" ", "_"), {"message": exc.name})
+            return r.error_response(413, "request_too_large", {"message": "body too large"})
+        return r.error_response(code, exc.name.lower().replace(" ", "_"), {"message": exc.name})
 
     @app.errorhandler(Exception)
     def _error(exc: Exception) -> Response:
@@ -136,11 +95,11 @@ def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask
         conference-control errors through ``errors.translate``, anything else a logged 500."""
         api_error = e.translate(exc)
         if api_error is not None:
-            return error_response(api_error.status, api_error.message, api_error.data)
-        rid = g.get("request_id") or uuid.uuid4().hex
+            return r.error_response(api_error.status, api_error.message, api_error.data)
+        rid = g.get("request_id") or r.environ_request_id(request.environ)
         g.request_id = rid
         log.exception("request %s: unexpected error", rid)
-        return error_response(500, "internal_error", {"message": "internal error, see log"})
+        return r.error_response(500, "internal_error", {"message": "internal error, see log"})
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(auth.blueprint())
@@ -149,4 +108,17 @@ def create_app(ctx: ApiContext, blueprints: Optional[List[Any]] = None) -> Flask
     app.register_blueprint(openapi.blueprint(ctx.version))
     for bp in blueprints or ():
         app.register_blueprint(bp)
+    if cors_origins:
+        # flask-cors: exact, case-insensitive origin matching, Vary, preflight answers; and
+        # the error envelopes get the headers too (it wraps Flask's exception handling).
+        CORS(
+            app,
+            resources={CORS_PATHS: {}},
+            origins=list(cors_origins),
+            methods=CORS_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE,
+            always_send=False,  # no Origin header: not a browser, no CORS headers
+        )
     return app
