@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from confd.http import body
 from confd.http import errors as e
-from confd.http.app import ok
+from confd.http.responses import ok
 from confd.store.schema import MSG_REQUIRED, MSG_TYPE
 
 log = logging.getLogger(__name__)

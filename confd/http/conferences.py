@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, g, request
 
 from confd.conferences.commands import CONFERENCE_ACTIONS
 from confd.http import actions, body, lookup, realtime
-from confd.http.app import DEFAULTS_EXTENSION, ok
+from confd.http.context import DEFAULTS_EXTENSION
+from confd.http.responses import ok
 from confd.store import StoredDoc
 
 COLLECTION = "/v2/accounts/<account_id>/conferences"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, g
 
 from confd.http import envelope
-from confd.http.app import render
 from confd.http.auth import public
+from confd.http.responses import render
 
 blueprint = Blueprint("health", __name__)
 

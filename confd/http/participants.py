@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g
 from confd.conferences.commands import MEMBER_ACTIONS, InvalidCommand, parse_member_id
 from confd.http import actions, body, lookup, realtime
 from confd.http import errors as e
-from confd.http.app import ok
+from confd.http.responses import ok
 
 COLLECTION = "/v2/accounts/<account_id>/conferences/<conference_id>/participants"
 ITEM = COLLECTION + "/<participant_id>"
