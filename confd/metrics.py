@@ -10,6 +10,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MAX_ACTION_LABELS = 256
 OTHER_LABEL = "other"
+# The request methods labelled as themselves; any other word a client sends counts as "other"
+# without taking one of the MAX_ACTION_LABELS label sets (made-up methods would use them all
+# up, and real 405s and 500s would then be counted as "other").
+HTTP_METHODS = frozenset(("GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"))
 
 
 class Tally:
@@ -163,6 +167,7 @@ class Metrics:
         self.websocket_closes.labels(str(code)).inc()
 
     def request(self, route: str, method: str, status: int) -> None:
+        method = method if method in HTTP_METHODS else OTHER_LABEL
         self._child(self.http_requests, route, method, str(status)).inc()
 
     def render(self) -> tuple:

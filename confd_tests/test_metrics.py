@@ -21,3 +21,18 @@ def test_request_labels():
     m.request("/v2/health", "GET", 200)
     text = m.render()[0].decode()
     assert 'confd_http_requests_total{method="GET",route="/v2/health",status="200"} 2.0' in text
+
+
+def test_made_up_methods_take_no_label_sets():
+    """A client sending methods of its own invention cannot use up the label sets: a real 405
+    after 1,000 of them is still counted under its own method."""
+    m = Metrics()
+    for i in range(1000):
+        m.request("unmatched", "X-METHOD-%d" % i, 405)
+    m.request("/v2/health", "POST", 405)
+    m.request("/v2/health", "GET", 500)
+    text = m.render()[0].decode()
+    assert 'confd_http_requests_total{method="POST",route="/v2/health",status="405"} 1.0' in text
+    assert 'confd_http_requests_total{method="GET",route="/v2/health",status="500"} 1.0' in text
+    assert 'confd_http_requests_total{method="other",route="unmatched",status="405"} 1000.0' in text
+    assert "X-METHOD" not in text
