@@ -6,13 +6,15 @@ Every function raises an ``ApiError`` for bad input, so views never build error 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Optional, Sequence, Tuple
 
 from flask import g, request
 
 from confd.http import errors as e
-from confd.store.schema import MSG_ENUM
+from confd.store.schema import MSG_ENUM, error_path
+from confd.store.values import shown, text_problem, value_problems
 
 MAX_BODY_BYTES = 64 * 1024  # api.md: a body over 64 KiB is 413 request_too_large
 DATA_KEY = "data"
@@ -30,6 +32,15 @@ _WEAK_PREFIX = "W/"
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """``parse_float``: a number beyond a double (``1e400``) would become ``inf`` and be
+    written back as ``null``; refuse it as ``NaN`` is refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond the range of a double")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -52,11 +63,16 @@ def _depth(value: Any) -> int:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON (UTF-8, no NaN/Infinity, bounded depth) or ``InvalidJson``."""
+    """Strict JSON or ``InvalidJson``: UTF-8, no NaN/Infinity or numbers beyond a double,
+    bounded depth, and every string (keys too) Unicode text without NUL -- a lone surrogate
+    escape (``"\\ud800"``) is valid JSON syntax but not text, and no backend stores NUL.
+    Checked here, once for every body, so no view or field can forget it."""
     if not raw.strip():
         raise e.InvalidJson({"message": "the body is empty; expected a JSON object"})
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except UnicodeDecodeError:
         raise e.InvalidJson({"message": "the body is not UTF-8"}) from None
     except RecursionError:
@@ -65,6 +81,11 @@ def parse_json(raw: bytes) -> Any:
         raise e.InvalidJson({"message": f"the body is not valid JSON: {exc}"}) from None
     if _depth(value) > MAX_JSON_DEPTH:
         raise e.InvalidJson({"message": f"the body is nested deeper than {MAX_JSON_DEPTH}"})
+    problem = next(value_problems(value), None)
+    if problem is not None:
+        path, reason = problem
+        where = shown(error_path(path)) or "the top level"
+        raise e.InvalidJson({"message": f"the body holds {reason} at {where}"})
     return value
 
 
@@ -117,9 +138,19 @@ def request_action(allowed: Sequence[str]) -> str:
     return action
 
 
+def query_text(name: str) -> Optional[str]:
+    """A query-string argument, or 400 ``invalid_request`` when it holds what no backend can
+    compare (NUL: PostgreSQL refuses it in a query)."""
+    value = request.args.get(name)
+    reason = text_problem(value) if value is not None else None
+    if reason is not None:
+        raise e.InvalidRequest({"message": f"{name} holds {reason}"})
+    return value
+
+
 def paging() -> Tuple[Optional[str], int]:
     """``(start_key, page_size)`` from the query string."""
-    start_key = request.args.get("start_key") or None
+    start_key = query_text("start_key") or None
     text = request.args.get("page_size")
     if text is None:
         return start_key, DEFAULT_PAGE_SIZE

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional, Tuple
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, g
 
 from confd.conferences.commands import CONFERENCE_ACTIONS
 from confd.http import actions, body, lookup, realtime
@@ -82,7 +82,7 @@ def _merge_pages(
 def list_conferences(account_id: str) -> Response:
     ctx, account = g.ctx, g.account
     start_key, page_size = body.paging()
-    owner_id = request.args.get(FILTER_OWNER_ID)
+    owner_id = body.query_text(FILTER_OWNER_ID)
     docs, next_doc_key = ctx.store.conferences.list(
         account_id, owner_id=owner_id, start_key=start_key, page_size=page_size
     )

@@ -22,6 +22,7 @@ import peewee
 from confd.store.db import db_session
 from confd.store.errors import InvalidCredentials, NotFound
 from confd.store.models import Models
+from confd.store.values import shown, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,12 @@ Clock = Callable[[], float]
 
 
 def secret_hash(secret: str) -> str:
-    """Hex SHA-256 of an api key or token (see the module docstring for why SHA-256)."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    """Hex SHA-256 of an api key or token (see the module docstring for why SHA-256).
+
+    ``surrogatepass``: a presented secret may hold a lone surrogate (JSON allows the escape);
+    it must hash to something (that matches nothing: keys and tokens are hex), not raise.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def iso_utc(unix: float) -> str:
@@ -70,6 +75,9 @@ class AccountService:
         """Create an account; return ``(account, api_key)``. The key is shown only this once."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError("account name must be a non-empty string")
+        reason = text_problem(name)
+        if reason is not None:
+            raise ValueError(f"account name '{shown(name)}' holds {reason}")
         account_id = secrets.token_hex(ACCOUNT_ID_BYTES)
         api_key = secrets.token_hex(API_KEY_BYTES)
         with db_session(self._db), self._db.atomic():

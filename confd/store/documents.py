@@ -24,7 +24,8 @@ import peewee
 from confd.store.db import db_session
 from confd.store.errors import Conflict, NotFound, ValidationFailed
 from confd.store.models import Models
-from confd.store.schema import MSG_TYPE, ConferenceSchema
+from confd.store.schema import KEYWORD_TEXT, MSG_TEXT, MSG_TYPE, ConferenceSchema
+from confd.store.values import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,17 @@ def _check_object(data: Any) -> None:
         )
 
 
+def _check_query_text(**texts: str | None) -> None:
+    """Refuse query text no backend can compare (PostgreSQL raises on NUL in a literal)."""
+    errors: dict[str, Any] = {}
+    for name, text in texts.items():
+        reason = text_problem(text) if text is not None else None
+        if reason is not None:
+            errors[name] = {KEYWORD_TEXT: {"message": MSG_TEXT.format(reason=reason)}}
+    if errors:
+        raise ValidationFailed(errors)
+
+
 def _new_rev_hash() -> str:
     return secrets.token_hex(REV_HASH_BYTES)
 
@@ -244,6 +256,7 @@ class ConferenceService:
             isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
         ):
             raise ValueError("page_size must be a positive integer")
+        _check_query_text(owner_id=owner_id, start_key=start_key)
         conf = self._m.conference
         query = conf.select().where(
             (conf.account == account_id) & (conf.deleted == False)  # noqa: E712

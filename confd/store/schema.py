@@ -1,21 +1,35 @@
-"""The conference document schema: defaults and Kazoo-style validation error bodies.
+r"""The conference document schema: defaults and Kazoo-style validation error bodies.
 
 The schema is ``conference.schema.json`` shipped in this package (draft-04, validated with
 ``jsonschema.Draft4Validator``). Error bodies follow Kazoo's crossbar: one key per failing field
 path (dot-joined, array indexes 0-based, a literal "." inside a key written as "%2E"), each
 ``{"<keyword>": {"message": ..., "target": ..., "value": ...}}``; the message texts are the ones
 Kazoo's kz_json_schema module produces.
+
+``pattern`` is an ECMA-262 regular expression, where ``$`` (without the multiline flag) is the
+end of the string. ``jsonschema`` runs it with Python's ``re.search``, where ``$`` also matches
+before a final newline: ``"^[0-9]+$"`` would take ``"4000\n"``, a number that gets around the
+uniqueness of ``"4000"``. The validator here reads ``$`` as ECMA-262 does (``\Z``), so the
+schema keeps the patterns Kazoo and api.md publish and still refuses the newline.
+
+Values no backend can store (a lone surrogate or NUL in any string or key, a number beyond a
+double) are reported too, at their own paths (``confd.store.values``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
+
+from confd.store.values import REASON_NOT_FINITE, value_problems
 
 SCHEMA_PACKAGE = "confd.store"
 SCHEMA_RESOURCE = "conference.schema.json"
@@ -38,6 +52,10 @@ MSG_ADDITIONAL_PROPERTIES = (
     "Strict checking of data is enabled; only include schema-defined properties"
 )
 MSG_REQUIRED = "Field is required but missing"
+MSG_TEXT = "String must be Unicode text without NUL characters: it holds {reason}"
+MSG_NUMBER = "Number must be within the range of a double"
+KEYWORD_TEXT = "text"
+KEYWORD_NUMBER = "number"
 
 # keyword -> message template; "{target}" is the schema's constraint value.
 _TARGET_MESSAGES = {
@@ -113,6 +131,56 @@ def kazoo_errors(errors: Iterable[jsonschema.ValidationError]) -> dict[str, dict
     return body
 
 
+def value_errors(doc: Any) -> dict[str, dict[str, Any]]:
+    """Kazoo-style errors for what no backend can store (see ``confd.store.values``); the
+    offending value is not echoed (it is what cannot be written anywhere)."""
+    body: dict[str, dict[str, Any]] = {}
+    for path, reason in value_problems(doc):
+        if reason == REASON_NOT_FINITE:
+            keyword, detail = KEYWORD_NUMBER, {"message": MSG_NUMBER}
+        else:
+            keyword, detail = KEYWORD_TEXT, {"message": MSG_TEXT.format(reason=reason)}
+        body.setdefault(error_path(path), {})[keyword] = detail
+    return body
+
+
+@functools.lru_cache(maxsize=256)
+def python_pattern(ecma: str) -> re.Pattern[str]:
+    """An ECMA-262 ``pattern`` compiled for ``re.search``: every ``$`` anchor (outside a
+    character class, not escaped) becomes ``\\Z``, the end of the string as ECMA-262 means it
+    (Python's ``$`` also matches before a final newline)."""
+    out: list[str] = []
+    in_class = escaped = False
+    for char in ecma:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """The ``pattern`` keyword with ECMA-262's ``$`` (replaces jsonschema's ``re.search``)."""
+    if validator.is_type(instance, "string") and not python_pattern(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Draft-04 as jsonschema implements it, with ECMA-262's end-of-string for ``pattern``.
+ConferenceValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"pattern": _ecma_pattern}
+)
+
+
 def fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
     """Set every missing property that has a ``default``, at every depth, in place.
 
@@ -134,8 +202,8 @@ class ConferenceSchema:
 
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         self.schema = schema if schema is not None else load_packaged_schema()
-        jsonschema.Draft4Validator.check_schema(self.schema)
-        self._validator = jsonschema.Draft4Validator(self.schema)
+        ConferenceValidator.check_schema(self.schema)
+        self._validator = ConferenceValidator(self.schema)
 
     def with_defaults(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A deep copy of ``doc`` with the schema defaults filled in at every depth."""
@@ -144,5 +212,9 @@ class ConferenceSchema:
         return filled
 
     def errors(self, doc: Any) -> dict[str, dict[str, Any]]:
-        """Kazoo error body for ``doc``; empty when valid."""
-        return kazoo_errors(self._validator.iter_errors(doc))
+        """Kazoo error body for ``doc`` (schema, then values no backend stores); empty when
+        valid."""
+        body = kazoo_errors(self._validator.iter_errors(doc))
+        for path, detail in value_errors(doc).items():
+            body.setdefault(path, {}).update(detail)
+        return body
