@@ -107,6 +107,8 @@ def _describe(value: Any, secret: bool = False) -> str:
 
 
 def _expectation(tp: Any, meta: Mapping[str, Any]) -> str:
+    if tp is bool:
+        return "true or false"
     if tp is int:
         if _RANGE in meta:
             lo, hi = meta[_RANGE]
@@ -158,6 +160,10 @@ def _coerce(value: Any, tp: Any, key: str, meta: Mapping[str, Any]) -> Any:
         if isinstance(value, tp):
             return value
         raise _wrong(key, value, tp, meta)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _wrong(key, value, tp, meta)
+        return value
     if tp is int:
         # bool is a subclass of int, but "port: yes" is a mistake, not port 1.
         if isinstance(value, bool) or not isinstance(value, int):
@@ -205,13 +211,46 @@ def _check_prefix(key: str, value: Optional[str], prefixes: Tuple[str, ...]) -> 
 # The configuration sections (defaults live here and nowhere else)
 
 
+# A browser origin as the Origin header spells it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+ANY_ORIGIN = "*"
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     host: str = field(default="127.0.0.1", metadata={_NONEMPTY: True})
     port: int = field(default=8000, metadata={_RANGE: (0, 65535)})  # 0 = ephemeral (tests)
+    # Seconds a client has to send a request's line and headers once it started (a new
+    # connection: from its accept), and again its body: a client that sends nothing or
+    # drips bytes does not hold a connection.
+    header_timeout: float = field(default=10.0, metadata={_GT: 0})
+    # Seconds an idle keep-alive connection waits for its next request.
+    keepalive_timeout: float = field(default=60.0, metadata={_GT: 0})
+    # HTTP connections open at once, idle ones included.  At the bound, the connection idle
+    # the longest is closed to make room (a client that connects and sends nothing cannot
+    # lock others out); when none is idle, new connections wait in the listen backlog.
+    max_connections: int = field(default=1000, metadata={_MIN: 1})
+    # Websocket connections open at once, a bound of their own (an upgraded connection no
+    # longer counts against max_connections); past it an upgrade is answered 503.
+    max_websockets: int = field(default=1000, metadata={_MIN: 1})
+    # One log line per request (request id, method, route, status, milliseconds) at info;
+    # false: at debug (seen with log.level debug).
+    access_log: bool = False
+    # Browser origins (scheme://host[:port]) whose pages may call the API; "*" = any.
+    # None (the default): no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        for i, origin in enumerate(self.cors_origins):
+            if origin != ANY_ORIGIN and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"cors_origins[{i}]",
+                    f"expected an origin such as https://app.example.com (scheme://host[:port],"
+                    f" no path) or *, got {_describe(origin)}",
+                )
 
 
 @dataclass(frozen=True)

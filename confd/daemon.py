@@ -9,12 +9,11 @@ import gc
 import logging
 import signal
 import socket
-from typing import List, Optional
+import time
+from typing import Callable, List, Optional, Tuple
 
 import gevent
 from gevent.event import Event
-from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
 
 import confd
 from confd.conferences.commands import CommandBuilder
@@ -27,15 +26,55 @@ from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver, store_lookup
 from confd.events.websocket import WebsocketHandler, WebsocketMiddleware
 from confd.http.app import ApiContext, create_app
+from confd.http.responses import Identity
+from confd.http.server import ApiServer, Limits, raise_fd_limit
 from confd.metrics import Metrics
 from confd.store import Store
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 5.0
-# HTTP and websocket connections served at once; past it, new connections wait in the
-# listen backlog instead of each getting a greenlet (and its memory).
-MAX_CONNECTIONS = 1000
+# The stop budget: every stop step takes its time from one deadline, so that the worst case
+# (requests and websockets that do not finish, nodes that do not answer, a broker that does not
+# confirm) still ends before systemd's TimeoutStopSec (15 s, systemd/confd.service) kills confd.
+STOP_BUDGET = 10.0
+HTTP_DRAIN = 5.0  # in-flight requests finish (and websockets answer their close) within this
+NODES_STOP = 2.5  # every node closes its connections, all at once
+AMQP_STOP = 2.5  # at least this is kept for the AMQP publisher to send what it holds
+
+
+class Deadline:
+    """One budget shared by the stop's steps, each taking its share of what is left."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.at = clock() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.at - self.clock())
+
+    def share(self, wanted: float, keep: float = 0.0) -> float:
+        """Up to ``wanted`` seconds, keeping ``keep`` seconds of the budget for later steps."""
+        return max(0.0, min(wanted, self.left() - keep))
+
+
+def run_within(steps: List[Tuple[str, Callable[[], None]]], seconds: float) -> List[str]:
+    """Run ``steps`` side by side and wait for them ``seconds`` at most; the names of those
+    still running then (they are left behind, and logged: confd exits anyway)."""
+    greenlets = []
+    for name, step in steps:
+        g = gevent.spawn(step)
+        g.name = "stop-" + name
+        greenlets.append((name, g))
+    gevent.joinall([g for _, g in greenlets], timeout=seconds)
+    late = []
+    for name, g in greenlets:
+        if not g.dead:
+            late.append(name)
+            log.warning("stop: %s did not finish within %.1fs, left behind", name, seconds)
+            g.kill(block=False)
+        elif g.exception is not None:
+            log.error("stop: %s failed: %r", name, g.exception)
+    return late
 
 
 def node_settings(cfg: Config) -> List[NodeSettings]:
@@ -123,7 +162,7 @@ class Daemon:
             flush_interval=cfg.events.websocket_batch_ms / 1000.0,
             ping_interval=float(cfg.events.websocket_ping_s),
         )
-        self.server: Optional[WSGIServer] = None
+        self.server: Optional[ApiServer] = None
         self._stopped = Event()
         self._failed: Optional[str] = None
         self._greenlets: List[gevent.Greenlet] = []
@@ -137,18 +176,34 @@ class Daemon:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self, max_connections: int = MAX_CONNECTIONS) -> None:
+    def start(self) -> None:
         http = self.cfg.http
-        self.connections = Pool(max_connections)
-        self.metrics.track_queue("http_connections", lambda: len(self.connections))
-        self.server = WSGIServer(
+        limits = Limits(
+            header_timeout=http.header_timeout,
+            keepalive_timeout=http.keepalive_timeout,
+            max_connections=http.max_connections,
+            max_websockets=http.max_websockets,
+            access_log=http.access_log,
+        )
+        fds, needed = raise_fd_limit(limits.fds_needed)
+        if fds < needed:
+            log.warning(
+                "the open-files limit (%d) is below what http.max_connections and"
+                " http.max_websockets need (%d): raise LimitNOFILE",
+                fds,
+                needed,
+            )
+        self.server = ApiServer(
             (http.host, http.port),
             self.websocket,
+            limits=limits,
+            identity=Identity(self.instance_name, confd.__version__),
+            on_limit=self.metrics.http_limit,
+            observe=self.metrics.request,
             handler_class=WebsocketHandler,
-            spawn=self.connections,
-            log=None,
-            error_log=log,
         )
+        self.connections = self.server.connections
+        self.metrics.track_queue("http_connections", lambda: self.connections.http)
         self.server.start()
         log.info("confd %s: HTTP API on %s:%d", confd.__version__, http.host, self.http_port)
         if self.amqp is not None:
@@ -177,15 +232,22 @@ class Daemon:
             log.info("signal %d: stopping", signum)
         self._stopped.set()
 
-    def stop(self) -> None:
-        """Reverse order: stop accepting requests (finishing in-flight ones), then close ESL."""
+    def stop(self, budget: float = STOP_BUDGET) -> None:
+        """Reverse order, within one budget: stop accepting and close idle connections, let
+        in-flight requests finish (their commands need the nodes) and websockets close; then
+        close every node at once; then let AMQP send what it holds."""
+        deadline = Deadline(budget)
         self.websocket.stop()
         if self.server is not None:
-            self.server.stop(timeout=STOP_TIMEOUT)
-        for node in reversed(self.nodes):
-            node.stop(timeout=STOP_TIMEOUT / 2)
+            self.server.stop_gracefully(deadline.share(HTTP_DRAIN, keep=NODES_STOP + AMQP_STOP))
+        nodes = deadline.share(NODES_STOP, keep=AMQP_STOP)
+        run_within(
+            [("node " + n.name, lambda n=n: n.stop(timeout=nodes / 2)) for n in self.nodes],
+            nodes,
+        )
         if self.amqp is not None:
-            self.amqp.stop(timeout=STOP_TIMEOUT / 2)
+            amqp, left = self.amqp, deadline.left()
+            run_within([("AMQP publisher", lambda: amqp.stop(timeout=left / 2))], left)
         self.store.close()
         log.info("confd stopped")
 

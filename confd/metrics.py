@@ -77,6 +77,12 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self.http_limit_hits = Counter(
+            "confd_http_limit_hits",
+            "HTTP connections that reached a bound or a deadline, by which (confd.http.server)",
+            ["limit"],
+            registry=r,
+        )
         self.live_conferences = Gauge(
             "confd_live_conferences", "Live conferences, all nodes", registry=r
         )
@@ -169,6 +175,9 @@ class Metrics:
     def request(self, route: str, method: str, status: int) -> None:
         method = method if method in HTTP_METHODS else OTHER_LABEL
         self._child(self.http_requests, route, method, str(status)).inc()
+
+    def http_limit(self, limit: str) -> None:
+        self.http_limit_hits.labels(limit).inc()
 
     def render(self) -> tuple:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -74,7 +74,7 @@ CAUSE_CALL_REJECTED = "CALL_REJECTED"
 CAUSE_NORMAL_CLEARING = "NORMAL_CLEARING"
 CAUSE_CONGESTION = "NORMAL_CIRCUIT_CONGESTION"  # max_calls reached
 
-# --- channel variables -------------------------------------------------------------------------
+# --- channel variables ---------------------------------------------------------------------------
 # Read from the call (entry.md steps 2-3)
 ACCOUNT_ID_SUFFIX = "Account-ID"  # <events.channel_var_prefix>Account-ID
 VAR_CONFERENCE_ID = "confd_conference_id"
@@ -111,7 +111,7 @@ MAX_DIGITS = 16  # longest number or PIN a caller can type in one prompt
 NAME_SECONDS = 5  # play_name: the longest recording
 NAME_FILE = "/tmp/confd-entry-name-%s.wav"  # on the FreeSWITCH host; %s = the call's uuid
 
-# --- sounds ------------------------------------------------------------------------------------
+# --- sounds --------------------------------------------------------------------------------------
 # Distinct tones, so entry works on a FreeSWITCH without sound packages.  The prompt and wrong-PIN
 # tones are the ones of the captures (a_member_pin, c_wrong_pin_x3).
 SOUND_NAMES = (
@@ -158,7 +158,7 @@ OUTCOMES = (
     OUTCOME_BUSY,
 )
 
-# --- defaults of the entry configuration section (entry.md) -------------------------------------
+# --- defaults of the entry configuration section (entry.md) --------------------------------------
 DEFAULT_PROFILE = "default"
 DEFAULT_NUMBER_TRIES = 3
 DEFAULT_PIN_TRIES = 3
@@ -166,7 +166,7 @@ DEFAULT_DIGIT_TIMEOUT = 5.0
 DEFAULT_MAX_CALLS = 500
 DEFAULT_CHANNEL_VAR_PREFIX = "ecallmgr_"
 
-# --- deadlines (seconds) -----------------------------------------------------------------------
+# --- deadlines (seconds) -------------------------------------------------------------------------
 CONNECT_TIMEOUT = 5.0  # FreeSWITCH's reply to `connect`
 COMMAND_TIMEOUT = 5.0  # myevents, linger, set, answer, api: answered at once in async mode
 SOUND_TIMEOUT = 60.0  # a playback or a prompt's sound: longer ones are cut off as stalled

@@ -62,7 +62,7 @@ class InvalidValue(ValueError):
         super().__init__(f"invalid {field_name} {shown[: _REPR_LIMIT * 2]}: {reason}")
 
 
-# --- value checks ---------------------------------------------------------------------------------
+# --- value checks -------------------------------------------------------------------------------
 
 
 def check_digits(value: object, field_name: str = FIELD_DIGITS) -> str:
@@ -120,7 +120,7 @@ def check_conference_id(value: object, builder: CommandBuilder) -> str:
         raise InvalidValue(FIELD_CONFERENCE, value, str(exc)) from None
 
 
-# --- configuration --------------------------------------------------------------------------------
+# --- configuration ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class EntrySettings:
         return CommandBuilder(self.name_pattern)
 
 
-# --- which account, which conference --------------------------------------------------------------
+# --- which account, which conference ------------------------------------------------------------
 
 
 def channel_variables(headers: Mapping[str, str]) -> dict:
@@ -238,7 +238,7 @@ def role_for_number(body: Mapping[str, Any], number: str) -> Tuple[bool, Optiona
     return False, None
 
 
-# --- PIN ------------------------------------------------------------------------------------------
+# --- PIN ----------------------------------------------------------------------------------------
 
 
 def pins(body: Mapping[str, Any], role: str) -> List[str]:
@@ -273,7 +273,7 @@ def role_without_pin(role: Optional[str]) -> str:
     return role or c.ROLE_MEMBER
 
 
-# --- admission ------------------------------------------------------------------------------------
+# --- admission ----------------------------------------------------------------------------------
 
 ADMIT = "admit"
 
@@ -311,7 +311,7 @@ def refusal_sound(outcome: str, body: Mapping[str, Any], sounds: Sounds) -> str:
     return getattr(sounds, outcome, sounds.goodbye)
 
 
-# --- the join -------------------------------------------------------------------------------------
+# --- the join -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -422,7 +422,7 @@ def join_plan(
     return JoinPlan(conf, role, tuple(variables), arg, limit, name_file)
 
 
-# --- prompts --------------------------------------------------------------------------------------
+# --- prompts ------------------------------------------------------------------------------------
 
 
 def read_digits_arg(prompt: str, invalid: str, variable: str, digit_timeout: float) -> str:

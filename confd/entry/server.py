@@ -87,7 +87,7 @@ class EntryService:
         self.dropped = 0  # connections closed unanswered (overflow full, or stopping)
         self._stopping = False
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------
 
     @property
     def enabled(self) -> bool:
@@ -128,7 +128,7 @@ class EntryService:
             "admitting": self.ctx.admissions.pending,
         }
 
-    # --- connections -------------------------------------------------------------------------
+    # --- connections -----------------------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, address: Tuple[str, int]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

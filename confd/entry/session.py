@@ -199,7 +199,7 @@ class CallSession:
         self._step_done: Optional[float] = None  # when the last step's completion was read
         self._gone = False
 
-    # --- the dialogue -----------------------------------------------------------------------
+    # --- the dialogue ----------------------------------------------------------------------------
 
     def run(self) -> CallResult:
         started = self.ctx.clock()
@@ -408,7 +408,7 @@ class CallSession:
             # In sync mode the socket is not read while the conference runs.
             log.warning("entry: call %s: no answer to the name announcement", self.result.call_id)
 
-    # --- steps ------------------------------------------------------------------------------
+    # --- steps -----------------------------------------------------------------------------------
 
     def _connect(self) -> None:
         """FreeSWITCH sends nothing until it hears ``connect``; its reply is the call."""

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
-from gevent import socket
-from gevent.pywsgi import WSGIHandler
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
@@ -48,6 +46,8 @@ from confd.events.fanout import (
 )
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
+from confd.http import responses
+from confd.http.server import UPGRADE_KEY, ApiHandler
 from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 WEBSOCKET_PATH = "/v2/websocket"
 WEBSOCKET_VERSION = "13"
 SOCKET_ENVIRON_KEY = "confd.websocket.socket"
+UPGRADE_RETRY_AFTER = 10  # seconds, the Retry-After of an upgrade refused at the bound
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_BINDINGS = 100  # per connection: each one is matched on the intake path
@@ -85,18 +86,10 @@ STATUS_SUCCESS = "success"
 STATUS_ERROR = "error"
 
 
-class WebsocketHandler(WSGIHandler):
-    """gevent's WSGI handler, also putting the connection's socket in the environ (the
-    websocket writes frames on it after the handshake)."""
-
-    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
-        # pywsgi writes the status line and headers, then the body, in separate sends: with
-        # Nagle's algorithm on, the body waits for the client's delayed ACK (~40 ms a request).
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass  # not a TCP socket (tests may pass a socketpair)
-        super().__init__(sock, address, server, rfile)
+class WebsocketHandler(ApiHandler):
+    """The API server's handler (``confd.http.server``: deadlines, bounds, envelopes), also
+    putting the connection's socket in the environ (the websocket writes frames on it after
+    the handshake)."""
 
     def get_environ(self) -> Dict[str, Any]:
         env = super().get_environ()
@@ -571,13 +564,19 @@ class WebsocketSession:
 # --- the middleware ------------------------------------------------------------------------
 
 
-def _plain_response(start_response: Callable, status: str, message: str, headers=()) -> List[bytes]:
-    body = json.dumps({"status": "error", "error": status.split()[0], "message": message}).encode()
-    start_response(
-        status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))] + list(headers),
+def _plain_response(
+    environ: Dict[str, Any],
+    start_response: Callable,
+    status: int,
+    message: str,
+    text: str,
+    headers: Iterable[Tuple[str, str]] = (),
+) -> List[bytes]:
+    """An error answer before the upgrade: the API's error envelope (api.md), as every other
+    endpoint's."""
+    return responses.wsgi_error(
+        environ, start_response, status, message, {"message": text}, headers
     )
-    return [body]
 
 
 class WebsocketMiddleware:
@@ -620,21 +619,36 @@ class WebsocketMiddleware:
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != WEBSOCKET_PATH:
             return self.app(environ, start_response)
+        environ[responses.ROUTE_KEY] = WEBSOCKET_PATH  # for the access log
         if environ.get("REQUEST_METHOD") != "GET":
             return _plain_response(
-                start_response, "405 Method Not Allowed", "invalid_method", [("Allow", "GET")]
+                environ,
+                start_response,
+                405,
+                "invalid_method",
+                "method not allowed",
+                [("Allow", "GET")],
             )
         if (
             environ.get("HTTP_UPGRADE", "").lower() != "websocket"
             or "upgrade" not in environ.get("HTTP_CONNECTION", "").lower()
             or not environ.get("HTTP_SEC_WEBSOCKET_KEY")
         ):
-            return _plain_response(start_response, "400 Bad Request", "websocket_upgrade_required")
+            return _plain_response(
+                environ,
+                start_response,
+                400,
+                "websocket_upgrade_required",
+                "a websocket upgrade is required (Upgrade: websocket, Connection: Upgrade,"
+                " Sec-WebSocket-Key)",
+            )
         if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != WEBSOCKET_VERSION:
             return _plain_response(
+                environ,
                 start_response,
-                "426 Upgrade Required",
+                426,
                 "unsupported_websocket_version",
+                "Sec-WebSocket-Version %s is required" % WEBSOCKET_VERSION,
                 [("Sec-WebSocket-Version", WEBSOCKET_VERSION)],
             )
         rfile = environ["wsgi.input"]
@@ -644,7 +658,19 @@ class WebsocketMiddleware:
             sock = getattr(getattr(rfile, "raw", None), "_sock", None)
         if sock is None:
             return _plain_response(
-                start_response, "500 Internal Server Error", "websocket_unavailable"
+                environ, start_response, 500, "websocket_unavailable", "no socket to upgrade"
+            )
+        # The server moves the connection under its websocket bound (http.max_websockets),
+        # apart from the HTTP connections: past that bound the upgrade is refused.
+        upgrade = environ.get(UPGRADE_KEY)
+        if upgrade is not None and not upgrade():
+            return _plain_response(
+                environ,
+                start_response,
+                503,
+                "service_unavailable",
+                "too many websocket connections, try again later",
+                [("Retry-After", str(UPGRADE_RETRY_AFTER))],
             )
         accept = generate_accept_token(environ["HTTP_SEC_WEBSOCKET_KEY"].encode("latin-1"))
         write = start_response(
