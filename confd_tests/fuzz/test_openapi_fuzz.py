@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from confd.events.websocket import WEBSOCKET_PATH
 from confd.http.openapi import load_spec
 from confd_tests.fuzz.conftest import bad_commands, examples, fuzz_settings, lost_race
 from confd_tests.fuzz.server import LiveApi
@@ -39,6 +40,9 @@ TOKEN_HEADER = "X-Auth-Token"
 REQUEST_ID_HEADER = "X-Request-ID"
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 NOT_ENVELOPES = {("get", "/metrics"), ("get", "/v2/openapi.json")}  # their 200 is not JSON API
+# A 101 hands the connection to the websocket protocol: no body, no envelope.
+UPGRADES = {("get", WEBSOCKET_PATH)}
+SWITCHING_PROTOCOLS = 101
 REQUEST_TIMEOUT = 10.0
 CHECKS = [
     not_a_server_error,
@@ -142,6 +146,9 @@ def check_envelope(method: str, path: str, response: Any) -> None:
     ctype = header(response, "Content-Type")
     if (method, path) in NOT_ENVELOPES and status == 200:
         return
+    if (method, path) in UPGRADES and status == SWITCHING_PROTOCOLS:
+        assert header(response, "Upgrade").lower() == "websocket", response.headers
+        return
     assert ctype.split(";")[0].strip() == "application/json", (status, ctype, response.text[:300])
     body = json.loads(response.content)
     assert isinstance(body, dict), body
@@ -176,7 +183,11 @@ def check_commands(api: LiveApi, mark: int) -> List[str]:
 
 def validate(case: Any, response: Any) -> None:
     """schemathesis' checks; its FailureGroup is a BaseException that Hypothesis would not
-    shrink (nor report as a failing example), so it becomes an AssertionError."""
+    shrink (nor report as a failing example), so it becomes an AssertionError. A 101 (the
+    websocket handshake, checked by ``check_envelope``) is left out: schemathesis takes every
+    status outside 2xx-4xx for a server error."""
+    if response.status_code == SWITCHING_PROTOCOLS:
+        return
     try:
         case.validate_response(response, checks=CHECKS)
     except FailureGroup as exc:
