@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 SQLITE_MEMORY = ":memory:"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+POSTGRES_INSTALL_HINT = "pip install 'confd[postgresql]'"
 
 # Order matters: busy_timeout first so that switching the journal mode waits for a lock held
 # by another process instead of failing at once.
@@ -69,7 +70,8 @@ def open_database(url: str) -> peewee.Database:
     ``sqlite:///relative/path.db`` (relative to the cwd), ``sqlite:////abs/path.db``,
     ``sqlite:///:memory:``, ``postgresql://user:pass@host:port/db`` (or ``postgres://``; libpq
     query parameters such as ``sslmode`` or ``options`` pass through). Raises ``ValueError`` for
-    anything else.
+    anything else, and ``DriverMissing`` (a ``ValueError``) for a PostgreSQL URL without
+    psycopg2 installed.
     """
     if url.startswith(SQLITE_PREFIX):
         return _open_sqlite(url[len(SQLITE_PREFIX) :])
@@ -97,7 +99,25 @@ def _open_sqlite(path: str) -> peewee.SqliteDatabase:
     return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, lock_type=SQLITE_LOCK_TYPE)
 
 
+class DriverMissing(ValueError):
+    """The database URL names a backend whose driver is not installed (an install problem,
+    not a bad URL): the message says what to install."""
+
+
+def _require_postgresql_driver(url: str) -> None:
+    """psycopg2 is an extra (``confd[postgresql]``); without it peewee would only fail at the
+    first connect, deep in a request, with "Postgres driver not installed!"."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        raise DriverMissing(
+            f"database url {_redact(url)!r} needs PostgreSQL support, which is not installed "
+            f"({exc}): {POSTGRES_INSTALL_HINT}"
+        ) from None
+
+
 def _open_postgresql(url: str) -> peewee.PostgresqlDatabase:
+    _require_postgresql_driver(url)
     dsn = "postgresql" + url[url.index(":") :]  # libpq and peewee both accept postgresql://
     params: dict[str, Any] = {}
     if "connect_timeout" not in parse_qs(urlsplit(dsn).query):
