@@ -155,7 +155,7 @@ MAX_SESSIONS = 200  # s5 `api status`: "200 session(s) max"
 
 _ORIGINATE_RE = re.compile(
     r"^originate\s+(?:\{(?P<vars>[^}]*)\})?(?P<dial>\S+)\s+"
-    r"&conference\((?P<conf>[^@)+]+)(?:@(?P<profile>[^)+]+))?(?:\+flags\{(?P<flags>[^}]*)\})?\)\s*$"
+    r"&conference\((?P<conf>[^@)+]+)(?:@(?P<profile>[^)+]+))?(?:\+flags\{(?P<flags>[^}]*)\})?\)\s*\Z"
 )
 
 

@@ -86,7 +86,7 @@ CALLING = {
 # switch_url_encode: these (and control and non-ASCII bytes) become %XX; '/', ',', '(' stay.
 _URL_UNSAFE = set('\r\n "#%&+:;<=>?@[\\]^`{|}')
 _TONE_GROUP = re.compile(r"%\(([0-9]+),([0-9]+)")
-_CONFERENCE_ARG = re.compile(r"^([^@+\s]+)(?:@([^+\s]+))?(?:\+flags\{([^}]*)\})?$")
+_CONFERENCE_ARG = re.compile(r"^([^@+\s]+)(?:@([^+\s]+))?(?:\+flags\{([^}]*)\})?\Z")
 DEFAULT_FILE_SECONDS = 1.0  # a sound file's nominal length
 HANGUP = object()  # an answer that hangs up during the prompt
 
