@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Callable, Dict, Optional, Tuple
 
+import gevent
 from gevent import socket
 from gevent.server import StreamServer
 
@@ -86,6 +87,7 @@ class EntryService:
         self.outcomes: Dict[str, int] = {}
         self.dropped = 0  # connections closed unanswered (overflow full, or stopping)
         self._stopping = False
+        self._sessions: set = set()  # the greenlets of the calls (entry and busy)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -112,9 +114,15 @@ class EntryService:
         dialplan, which hangs up)."""
         server, self._server = self._server, None
         self._stopping = True
-        if server is not None:
-            server.stop(timeout=timeout)
-            log.info("entry: stopped (%d call(s) were in entry)", self.active)
+        if server is None:
+            return
+        server.close()  # no new connections
+        busy = self.active
+        gevent.joinall(list(self._sessions), timeout=timeout)
+        left = list(self._sessions)
+        if left:
+            gevent.killall(left, block=True, timeout=timeout)
+        log.info("entry: stopped (%d call(s) were in entry, %d ended by the stop)", busy, len(left))
 
     def status(self) -> dict:
         """For /v2/health: ``{"listen": ..., "active": N}`` (plus what an operator may want)."""
@@ -131,6 +139,14 @@ class EntryService:
     # --- connections -----------------------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, address: Tuple[str, int]) -> None:
+        me = gevent.getcurrent()
+        self._sessions.add(me)
+        try:
+            self._serve(sock)
+        finally:
+            self._sessions.discard(me)
+
+    def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._stopping:
             self.dropped += 1

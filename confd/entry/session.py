@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, Optional, Tuple
 
+import gevent
 from gevent import socket
 
 from confd.conferences.commands import CommandBuilder
@@ -224,6 +225,13 @@ class CallSession:
         except Exception as exc:  # a bug must end this call cleanly, never hang it
             log.exception("entry: call %s failed", r.call_id or "?")
             r.outcome, r.reason = c.OUTCOME_ERROR, "internal error: %r" % exc
+        except gevent.GreenletExit:
+            # confd is stopping: the socket closes without `exit`; FreeSWITCH ends the
+            # running prompt and continues the dialplan (which hangs up).
+            if r.outcome != c.OUTCOME_JOINED:
+                r.outcome = c.OUTCOME_ERROR
+            r.reason = "confd stopping"
+            self.ch.close()
         finally:
             if self._reserved is not None:
                 self.ctx.admissions.release(*self._reserved)
@@ -541,7 +549,7 @@ class CallSession:
                         frame.headers.get(c.H_CONTENT_DISPOSITION) != c.DISPOSITION_LINGER
                     ):
                         break
-        except (CallGone, StepTimeout, PeerError):
+        except (CallGone, StepTimeout, PeerError, gevent.GreenletExit):
             pass
         finally:
             ch.close()

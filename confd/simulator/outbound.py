@@ -149,9 +149,13 @@ class OutboundSide:
     """The FreeSWITCH that owns the model: starts calls and keeps what mod_conference keeps
     per room beside the model (``conference_max_members``)."""
 
-    def __init__(self, model: ConferenceModel, *, time_scale: float = 0.001) -> None:
+    def __init__(
+        self, model: ConferenceModel, *, time_scale: float = 0.001, enforce_max_members: bool = True
+    ) -> None:
         self.model = model
         self.time_scale = time_scale
+        # False: conference_max_members is ignored, so a test sees what confd alone enforces.
+        self.enforce_max_members = enforce_max_members
         self.max_members: Dict[str, int] = {}
         self.played: List[Tuple[str, str]] = []  # (conference, file) played by `api ... play`
         self.calls: List[SimulatedCall] = []
@@ -191,6 +195,7 @@ class SimulatedCall:
         linger_limit: float = 30.0,
         name_seconds: float = 2.0,
         min_wait: float = 0.05,
+        hang_up_at: Optional[str] = None,
     ) -> None:
         self.side = side
         self.model = side.model
@@ -206,6 +211,9 @@ class SimulatedCall:
         self.linger_limit = linger_limit
         self.name_seconds = name_seconds
         self.min_wait = min_wait  # the shortest scaled digit timeout
+        # "answer", "set", ...: the caller hangs up as that application starts (the first
+        # one of that name); "connect": as soon as confd has sent connect.
+        self.hang_up_at = hang_up_at
         self.channel_name = "loopback/%s-b" % destination
         self.created = time.time()
         self.answered_at = 0.0
@@ -350,6 +358,8 @@ class SimulatedCall:
         if verb == "connect":
             self._send(self._connect_reply())
             self.connected.set()
+            if self.hang_up_at == "connect":
+                self.hang_up()
         elif verb == "myevents":
             self.events_on = True
             self._reply(REPLY_EVENTS)
@@ -453,7 +463,10 @@ class SimulatedCall:
         self._event("CHANNEL_EXECUTE", fields + [("Application-UUID", msg.uuid)])
         runner = getattr(self, "_app_" + app, None)
         response = RESPONSE_NONE
-        if runner is None:
+        if self.hang_up_at == app:
+            self.hang_up_at = None
+            self.hang_up()
+        elif runner is None:
             log.info("simulated call %s: application %s not simulated", self.uuid, app)
         else:
             response = runner(arg) or RESPONSE_NONE
@@ -580,7 +593,8 @@ class SimulatedCall:
         if conf is not None and conf.locked and enforce:
             return RESPONSE_NONE
         limit = self.side.max_members.get(name, 0)
-        if conf is not None and limit and len(conf.members) >= limit:
+        enforce_max = self.side.enforce_max_members
+        if conf is not None and limit and enforce_max and len(conf.members) >= limit:
             return RESPONSE_NONE
         if conf is None:
             try:

@@ -228,7 +228,7 @@ class OutboundReplay:
     def call_id(self) -> str:
         return _connect_uuid(self.capture)
 
-    # --- answering ----------------------------------------------------------------------
+    # --- answering -------------------------------------------------------------------------------
 
     def _answer(self, req: p.CommandRequest, data: bytes) -> None:
         want = meaning(req)
@@ -322,7 +322,7 @@ class OutboundReplay:
                 return tail
         return []
 
-    # --- sending ------------------------------------------------------------------------
+    # --- sending ---------------------------------------------------------------------------------
 
     def _play(self, frames: List[RawFrame]) -> None:
         raw = self.capture.raw

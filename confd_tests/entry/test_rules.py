@@ -14,7 +14,7 @@ CONF = "c" * 32
 SETTINGS = rules.EntrySettings()
 
 
-# --- account and target ---------------------------------------------------------------------------
+# --- account and target -------------------------------------------------------------------------
 
 
 def test_account_from_the_channel_variable_else_the_default():
@@ -50,7 +50,7 @@ def test_role_for_number():
         rules.role_for_number({"conference_numbers": "100"}, "1")  # a string is not a list
 
 
-# --- PIN ------------------------------------------------------------------------------------------
+# --- PIN ----------------------------------------------------------------------------------------
 
 
 def test_pin_with_a_known_role():
@@ -82,7 +82,7 @@ def test_pin_judged_by_digits_never_by_partial_or_absent_entry():
         assert rules.judge_pin(body, c.ROLE_MEMBER, digits) is None
 
 
-# --- admission ------------------------------------------------------------------------------------
+# --- admission ----------------------------------------------------------------------------------
 
 
 def test_admission_locked_and_full():
@@ -119,7 +119,7 @@ def test_refusal_sound_uses_max_members_media_only_when_valid():
     assert rules.refusal_sound(c.OUTCOME_LOCKED, {}, sounds) == sounds.locked
 
 
-# --- the join -------------------------------------------------------------------------------------
+# --- the join -----------------------------------------------------------------------------------
 
 
 def plan(body, role=c.ROLE_MEMBER, settings=SETTINGS):
@@ -254,7 +254,7 @@ def test_read_digits_argument_layout():
     assert arg == ("1 16 1 5000 # tone_stream://%(200,0,800) tone_stream://%(200,0,400) pin \\d+")
 
 
-# --- the wire -------------------------------------------------------------------------------------
+# --- the wire -----------------------------------------------------------------------------------
 
 
 def test_sendmsg_bytes_carry_event_lock_and_uuid():
