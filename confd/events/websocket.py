@@ -670,7 +670,7 @@ class WebsocketMiddleware:
                 503,
                 "service_unavailable",
                 "too many websocket connections, try again later",
-                [("Retry-After", str(UPGRADE_RETRY_AFTER))],
+                [("Retry-After", str(UPGRADE_RETRY_AFTER)), ("Connection", "close")],
             )
         accept = generate_accept_token(environ["HTTP_SEC_WEBSOCKET_KEY"].encode("latin-1"))
         write = start_response(
