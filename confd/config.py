@@ -332,6 +332,9 @@ class EventsConfig:
     subscriber_queue: int = field(default=1000, metadata={_MIN: 1})
     # Bound of the queue of events waiting to be published to AMQP.
     amqp_buffer: int = field(default=10000, metadata={_MIN: 1})
+    # AMQP heartbeat interval proposed to the broker, in seconds (it may choose less): a
+    # broker silent for two intervals (a half-open connection) is reconnected.  0: none.
+    amqp_heartbeat: int = field(default=10, metadata={_RANGE: (0, 3600)})
     # Websocket writes go out in rounds; the next round waits as long as the last one took, up
     # to this many milliseconds (0: never waits): the latency batching may add under load.
     websocket_batch_ms: int = field(default=2, metadata={_RANGE: (0, 100)})

@@ -116,7 +116,10 @@ class Daemon:
         self.amqp: Optional[AmqpPublisher] = None
         if cfg.events.amqp_url:
             self.amqp = AmqpPublisher(
-                cfg.events.amqp_url, buffer=cfg.events.amqp_buffer, metrics=self.metrics
+                cfg.events.amqp_url,
+                buffer=cfg.events.amqp_buffer,
+                metrics=self.metrics,
+                heartbeat=cfg.events.amqp_heartbeat,
             )
             self.hub.add_sink(self.amqp.offer)
         self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)

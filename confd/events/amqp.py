@@ -11,9 +11,19 @@ confirms a persistent message once it is on disk, and awaiting each batch's conf
 every event behind that write (at 5,000 events/s, p90 100-118 ms against 13-36 ms).  At most
 WINDOW messages are unconfirmed at a time; a nack, a confirm overdue by CONFIRM_TIMEOUT or a
 lost connection sends every unconfirmed message again after the reconnect (at-least-once, in
-order).  Reconnects back off exponentially with jitter.  On stop, a connected publisher
-first sends what is buffered and waits for its confirms, within the stop's timeout; what is
-left is logged.
+order).  Reconnects back off exponentially with jitter.  On stop, the publisher first sends
+what is buffered or unconfirmed and waits for its confirms, within the stop's timeout -- also
+when the connection is being re-established then, since a reconnect may well succeed within
+it; what is left is logged.
+
+A broker that stops answering without closing the connection (a half-open connection: a
+dead host, a firewall that drops the flow) sends no error, and while no event is waiting for
+a confirm nothing else would notice.  So the connection negotiates AMQP heartbeats
+(``events.amqp_heartbeat`` seconds; RabbitMQ sends one every half interval while idle) and
+the publisher greenlet calls py-amqp's ``heartbeat_tick`` every TICK: it sends our own
+heartbeats (nothing else does on gevent: py-amqp has no background thread) and raises once no
+frame has come from the broker for two intervals.  That counts as a lost connection: health
+says so, and the unconfirmed messages are sent again after the reconnect.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 import amqp
 import gevent
+from amqp.exceptions import ConnectionForced
 from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
@@ -45,11 +56,18 @@ IO_TIMEOUT = 10.0  # a write the broker does not take in this long: the broker i
 CONFIRM_TIMEOUT = 5.0  # the oldest unconfirmed message waits this long at most
 POLL = 0.25  # how often the publisher looks at the confirms' state while idle
 WINDOW = 1000  # messages published and not confirmed yet, at most
+TICK = 0.25  # how often heartbeats are sent and the broker's are checked, at most
+CLOSE_GRACE = 0.2  # seconds stop() gives the publisher to end once its connection is closed
 
 
 class ConfirmFailed(Exception):
     """The broker refused or did not confirm a message: every unconfirmed message is sent
     again after a reconnect."""
+
+
+class BrokerSilent(Exception):
+    """No frame from the broker for two heartbeat intervals: the connection is taken for
+    dead (half-open) and replaced."""
 
 
 def connection_params(url: str) -> Dict[str, Any]:
@@ -88,8 +106,13 @@ class AmqpPublisher:
         clock: Callable[[], float] = time.time,
         rng: Optional[random.Random] = None,
         connect: Optional[Callable[[], Any]] = None,
+        heartbeat: int = 0,
     ) -> None:
+        """``heartbeat``: the interval in seconds proposed to the broker (it may choose
+        less; the daemon passes ``events.amqp_heartbeat``); 0: no heartbeats."""
         self._params = connection_params(url)
+        self._heartbeat = heartbeat
+        self._next_tick = 0.0  # time.monotonic() of the next heartbeat_tick
         self._exchange = exchange
         self._queue: Queue = Queue(maxsize=buffer)
         self._metrics = metrics
@@ -98,6 +121,7 @@ class AmqpPublisher:
         self._rng = rng or random.Random()
         self._connect_fn = connect or self._connect
         self._stopping = Event()
+        self._wake = Event()  # set by stop(): ends a reconnect's backoff pause
         self._draining = False  # stop asked: finish the buffer, then end
         self._greenlet: Optional[gevent.Greenlet] = None
         self._conn: Any = None
@@ -148,25 +172,31 @@ class AmqpPublisher:
         return self._greenlet
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Publish what is buffered and wait for its confirms (when connected), for
-        ``timeout`` seconds at most; then close."""
+        """Deliver what is buffered or unconfirmed and wait for its confirms -- connected
+        or still reconnecting, which is then retried at once and at the shortest pace --
+        for ``timeout`` seconds at most (and CLOSE_GRACE to close); what is left is logged."""
+        deadline = time.monotonic() + timeout
         greenlet = self._greenlet
-        if greenlet is not None and not greenlet.dead and self.connected:
+        alive = greenlet is not None and not greenlet.dead
+        if alive and (self._queue.qsize() or self._unconfirmed):
             self._draining = True
             self._room.set()
-            greenlet.join(timeout)
+            self._wake.set()  # a reconnect's backoff pause ends now
+            greenlet.join(max(0.0, deadline - time.monotonic()))
         self._stopping.set()
+        self._wake.set()
         self._close()
         if greenlet is not None:
-            greenlet.join(timeout)
+            greenlet.join(max(0.0, deadline - time.monotonic()))
             if not greenlet.dead:
-                greenlet.kill(block=True, timeout=timeout)
+                greenlet.kill(block=True, timeout=CLOSE_GRACE)
         left = self._queue.qsize() + len(self._unconfirmed)
         if left:
             log.warning("AMQP: stopped with %d events not confirmed by the broker", left)
 
     def run(self) -> None:
         attempt = 0
+        lo, hi = self._reconnect
         while not self._stopping.is_set():
             try:
                 channel = self._open()
@@ -177,9 +207,14 @@ class AmqpPublisher:
                 if self._stopping.is_set():
                     break
                 self._lost(exc)
-            delay = backoff_delay(attempt, self._reconnect[0], self._reconnect[1], self._rng)
+            delay = backoff_delay(attempt, lo, hi, self._rng)
+            if self._draining:
+                delay = min(delay, lo)  # stopping: the time left is short
             attempt += 1
-            self._stopping.wait(delay)
+            # No greenlet switch between the check above and this wait, so stop()'s
+            # wake-up cannot fall in between and be lost.
+            self._wake.clear()
+            self._wake.wait(delay)
         self._close()
         self._set(False, "stopped")
 
@@ -187,11 +222,11 @@ class AmqpPublisher:
 
     def _connect(self) -> Any:
         return amqp.Connection(
-            confirm_publish=False,  # confirms are collected per batch in _publish_batch
+            confirm_publish=False,  # confirms are read by _read_confirms, not awaited
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=IO_TIMEOUT,
             write_timeout=IO_TIMEOUT,
-            heartbeat=0,
+            heartbeat=self._heartbeat,
             **self._params,
         )
 
@@ -208,14 +243,22 @@ class AmqpPublisher:
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
+        self._next_tick = 0.0
         self._set(True, None)
-        log.info("AMQP: connected to %s", self._params["host"])
+        log.info(
+            "AMQP: connected to %s (heartbeat %ss)",
+            self._params["host"],
+            conn.heartbeat or "off",
+        )
         return channel
 
     def _pump(self, channel: Any) -> None:
         """Publish on ``channel`` until it fails: first what the last channel left
         unconfirmed, then the buffer.  A second greenlet reads the confirms."""
         resend = deque(pub for _, _, pub in self._unconfirmed)
+        # Taken from the buffer and not yet among the unconfirmed: a publish that fails
+        # half-way must not lose it (it goes first on the next channel).
+        taken: Optional[Published] = None
         self._unconfirmed.clear()
         self._acked_early.clear()
         self._sent_tag = 0  # delivery tags count from 1 on a channel in confirm mode
@@ -235,12 +278,15 @@ class AmqpPublisher:
                     self._room.wait(POLL)
                     continue
                 try:
-                    pub = self._queue.get(timeout=POLL)
+                    taken = self._queue.get(timeout=POLL)
                 except Empty:
                     continue
-                self._publish(channel, pub)
+                self._publish(channel, taken)
+                taken = None
         finally:
             reader.kill(block=False)
+            if taken is not None:
+                resend.append(taken)
             # Not sent on this channel: after its unconfirmed messages, on the next one.
             self._unconfirmed.extend((0, 0.0, pub) for pub in resend)
 
@@ -251,12 +297,30 @@ class AmqpPublisher:
         self._unconfirmed.append((self._sent_tag, time.monotonic(), pub))
 
     def _check(self) -> None:
-        """Raise when the channel must be given up: a nack, a dead confirm reader, or a
-        message unconfirmed for CONFIRM_TIMEOUT."""
+        """Raise when the channel must be given up: a nack, a dead confirm reader, a
+        message unconfirmed for CONFIRM_TIMEOUT, or a broker silent for two heartbeats."""
         if self._failure is not None:
             raise self._failure
-        if self._unconfirmed and time.monotonic() - self._unconfirmed[0][1] > CONFIRM_TIMEOUT:
+        now = time.monotonic()
+        if self._unconfirmed and now - self._unconfirmed[0][1] > CONFIRM_TIMEOUT:
             raise ConfirmFailed("no confirm within %.0fs" % CONFIRM_TIMEOUT)
+        if now >= self._next_tick:
+            self._next_tick = now + TICK
+            self._tick_heartbeat()
+
+    def _tick_heartbeat(self) -> None:
+        """Send a heartbeat when one is due; raise BrokerSilent when the broker's are
+        overdue.  Runs in the publisher greenlet, the connection's only writer."""
+        conn = self._conn
+        if conn is None:  # closed by stop()
+            return
+        try:
+            conn.heartbeat_tick()
+        except ConnectionForced:
+            interval = conn.heartbeat
+            raise BrokerSilent(
+                "no heartbeat from the broker for %ss (interval %ss)" % (2 * interval, interval)
+            ) from None
 
     def _read_confirms(self, conn: Any) -> None:
         """The confirm reader: the broker's frames, dispatched to _on_ack / _on_nack."""

@@ -9,6 +9,7 @@ import time
 
 import gevent
 import pytest
+from amqp.exceptions import ConnectionForced
 from gevent.queue import Queue
 
 from confd.events import amqp as amqp_mod
@@ -61,6 +62,8 @@ class FakeChannel:
 
     def basic_publish(self, msg, exchange, routing_key):
         assert self.confirming and not self.conn.closed
+        if self.conn.broken_writes:
+            raise BrokenPipeError(32, "Broken pipe")  # the frame may be half-written
         self.conn.published.append((routing_key, msg.body, msg.properties["delivery_mode"]))
 
 
@@ -72,6 +75,12 @@ class FakeConnection:
         self.frames: Queue = Queue()
         self.closed = False
         self.chan = None
+        self.broken_writes = False
+        # Heartbeats as py-amqp negotiates them; ``silent`` plays a broker whose heartbeats
+        # stopped coming (heartbeat_tick raises as py-amqp's does after two intervals).
+        self.heartbeat = 0
+        self.ticks = 0
+        self.silent = False
 
     def connect(self):
         if self.broker.refuse:
@@ -96,6 +105,11 @@ class FakeConnection:
 
     def fail(self, exc):
         self.frames.put(("fail", exc))
+
+    def heartbeat_tick(self):
+        self.ticks += 1
+        if self.silent:
+            raise ConnectionForced("Too many heartbeats missed")
 
     def collect(self):
         self.closed = True
@@ -251,5 +265,97 @@ def test_stop_is_bounded_when_the_broker_never_confirms(publisher, caplog):
     offer(pub, broker.conn, 4)
     t0 = time.monotonic()
     pub.stop(0.3)
-    assert time.monotonic() - t0 < 1.0
+    # Bounded: without its timeout it would wait for ever (a busy machine adds its delay).
+    assert time.monotonic() - t0 < 10
     assert "stopped with 4 events not confirmed" in caplog.text
+
+
+def test_a_publish_that_fails_half_way_loses_nothing(publisher):
+    """The event taken from the buffer when the write fails goes first on the next channel."""
+    pub, broker = publisher
+    first = broker.conn
+    offer(pub, first, 2)
+    first.broken_writes = True
+    pub.offer(event(2))  # taken from the buffer; its write fails
+    wait_until(lambda: len(broker.connections) == 2 and pub.connected, what="reconnected")
+    pub.offer(event(3))
+    second = broker.conn
+    wait_until(lambda: len(second.published) == 4, what="everything sent again")
+    assert sent(second) == [event(i).routing_key for i in range(4)]
+    assert pub.dropped == 0
+
+
+def test_a_silent_broker_is_noticed_by_its_heartbeats(publisher, monkeypatch):
+    """A half-open connection: no error, no confirm pending, the broker's heartbeats stop.
+    The publisher's ticks notice it; health says why; it reconnects and sends again what was
+    unconfirmed, in order."""
+    pub, broker = publisher
+    first = broker.conn
+    offer(pub, first, 3)
+    first.ack(1)
+    wait_until(lambda: pub.published == 1, what="1 confirmed")
+    wait_until(lambda: first.ticks >= 2, what="the publisher ticks while idle")
+    first.heartbeat = 1
+    first.silent = True
+    wait_until(lambda: len(broker.connections) == 2 and pub.connected, what="reconnected")
+    assert first.closed
+    second = broker.conn
+    pub.offer(event(3))
+    wait_until(lambda: len(second.published) == 3, what="the unconfirmed, then the new one")
+    assert sent(second) == [event(i).routing_key for i in (1, 2, 3)]
+
+
+def test_a_heartbeat_loss_is_reported_in_the_status():
+    broker = Broker()
+    # A long pause before the reconnect: the status read below is the loss's, not a retry's.
+    pub = AmqpPublisher("amqp://guest:guest@127.0.0.1:1/", connect=broker.connect, reconnect_min=60)
+    pub.start()
+    try:
+        wait_until(lambda: pub.connected, what="connected")
+        broker.conn.heartbeat = 2
+        broker.conn.silent = True
+        wait_until(lambda: not pub.connected, what="lost")
+        status = pub.status()
+        assert status["connected"] is False
+        assert status["error"] == (
+            "BrokerSilent: no heartbeat from the broker for 4s (interval 2s)"
+        )
+        assert broker.conn.closed
+    finally:
+        pub.stop(0.5)
+
+
+def test_stop_while_reconnecting_still_delivers(publisher):
+    """The connection is lost and the broker refuses for a while; stop() is called with
+    events buffered and unconfirmed: the reconnect is tried again at once, and when the
+    broker is back within the stop's timeout, every event is delivered before it returns."""
+    pub, broker = publisher
+    first = broker.conn
+    offer(pub, first, 3)  # published, never confirmed
+    broker.refuse = True
+    first.fail(ConnectionResetError(104, "Connection reset by peer"))
+    wait_until(lambda: not pub.connected, what="lost")
+    for i in range(3, 5):
+        pub.offer(event(i))
+    attempts = len(broker.connections)
+    stopping = gevent.spawn(pub.stop, 30.0)
+    wait_until(lambda: len(broker.connections) > attempts, what="another attempt")
+    assert not stopping.dead
+    broker.refuse = False
+    wait_until(lambda: pub.connected and len(broker.conn.published) == 5, what="all sent")
+    assert sent(broker.conn) == [event(i).routing_key for i in range(5)]
+    broker.conn.ack(5, multiple=True)
+    stopping.join(10)
+    assert stopping.dead and pub.published == 5 and pub.status()["buffered"] == 0
+
+
+def test_stop_with_nothing_to_deliver_does_not_wait_for_the_broker():
+    broker = Broker()
+    broker.refuse = True
+    pub = AmqpPublisher("amqp://guest:guest@127.0.0.1:1/", connect=broker.connect)
+    pub.start()
+    wait_until(lambda: broker.connections, what="a first attempt")
+    t0 = time.monotonic()
+    pub.stop(60.0)
+    assert time.monotonic() - t0 < 10  # far from the 60 s it may take to deliver something
+    assert pub.status()["connected"] is False
