@@ -53,8 +53,12 @@ class Deadline:
         return max(0.0, self.at - self.clock())
 
     def share(self, wanted: float, keep: float = 0.0) -> float:
-        """Up to ``wanted`` seconds, keeping ``keep`` seconds of the budget for later steps."""
-        return max(0.0, min(wanted, self.left() - keep))
+        """``wanted`` seconds, keeping ``keep`` seconds of the budget for later steps; when
+        what is left cannot give both, its part in proportion."""
+        left = self.left()
+        if wanted + keep <= left:
+            return wanted
+        return left * wanted / (wanted + keep) if wanted + keep > 0 else 0.0
 
 
 def run_within(steps: List[Tuple[str, Callable[[], None]]], seconds: float) -> List[str]:
@@ -240,10 +244,11 @@ class Daemon:
         in-flight requests finish (their commands need the nodes) and websockets close; then
         close every node at once; then let AMQP send what it holds."""
         deadline = Deadline(budget)
+        amqp_keep = AMQP_STOP if self.amqp is not None else 0.0
         self.websocket.stop()
         if self.server is not None:
-            self.server.stop_gracefully(deadline.share(HTTP_DRAIN, keep=NODES_STOP + AMQP_STOP))
-        nodes = deadline.share(NODES_STOP, keep=AMQP_STOP)
+            self.server.stop_gracefully(deadline.share(HTTP_DRAIN, keep=NODES_STOP + amqp_keep))
+        nodes = deadline.share(NODES_STOP, keep=amqp_keep)
         run_within(
             [("node " + n.name, lambda n=n: n.stop(timeout=nodes / 2)) for n in self.nodes],
             nodes,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional
 import gevent
 import pytest
 from gevent import socket as gsocket
+from gevent.event import Event
 from gevent.server import StreamServer
 
 from confd.simulator.model import ConferenceModel
@@ -314,3 +316,107 @@ def test_concurrent_requests_are_all_answered(
     proc.send_signal(signal.SIGTERM)
     wait_for(lambda: proc.poll() is not None, EXIT_DEADLINE, "confd exits")
     assert proc.returncode == 0
+
+
+# --- the stop budget (in-process daemons) ----------------------------------------------------
+
+
+def test_the_stop_budget_fits_the_systemd_unit() -> None:
+    """Every stop step takes its time from one budget, and that budget ends before systemd
+    kills confd; the unit's open-files limit covers the connection bounds."""
+    from confd import daemon
+    from confd.config import HttpConfig
+    from confd.http.server import Limits
+
+    unit = (ROOT / "systemd" / "confd.service").read_text()
+    stop_timeout = float(re.search(r"^TimeoutStopSec=([0-9]+)$", unit, re.M).group(1))
+    nofile = int(re.search(r"^LimitNOFILE=([0-9]+)$", unit, re.M).group(1))
+    assert daemon.HTTP_DRAIN + daemon.NODES_STOP + daemon.AMQP_STOP <= daemon.STOP_BUDGET
+    assert daemon.STOP_BUDGET <= stop_timeout - 3  # the interpreter's exit after it
+    http = HttpConfig()
+    bounds = Limits(max_connections=http.max_connections, max_websockets=http.max_websockets)
+    assert nofile >= bounds.fds_needed
+
+
+def test_an_idle_keepalive_connection_is_closed_at_once_on_stop(tmp_path: Path) -> None:
+    """The stop closes a connection waiting for its next request at once, while a request in
+    flight is still being answered (before, the idle one held the stop for its whole 5 s)."""
+    from confd_tests.http.serverutil import KeepAlive, read_until_closed, start_live
+
+    live = start_live(tmp_path)
+    try:
+        idle = KeepAlive(live.port)
+        assert idle.request("GET", "/v2/health")[0] == 200  # the connection stays open
+        entered, release = Event(), Event()
+        health = live.daemon.ctx.health
+
+        def held_health() -> Any:
+            entered.set()
+            release.wait()
+            return health()
+
+        live.daemon.ctx.health = held_health
+        in_flight = gevent.spawn(ApiClient(live.port).get, "/v2/health", token=None)
+        assert entered.wait(timeout=10)
+        stopper = gevent.spawn(live.daemon.stop)
+        assert read_until_closed(idle.sock, timeout=30) == b""
+        assert not in_flight.dead, "the request in flight ended with the idle connection"
+        release.set()
+        reply = in_flight.get(timeout=30)
+        assert reply.status == 200, reply
+        stopper.get(timeout=30)
+        idle.close()
+    finally:
+        live.fake.stop()
+
+
+STUCK_BUDGET = 2.0
+
+
+def test_nodes_whose_stop_hangs_do_not_pass_the_budget(tmp_path: Path) -> None:
+    """Two nodes whose stop never returns: they are stopped side by side, and the daemon's
+    stop still ends within its budget and closes the store."""
+    from confd.config import config_from_dict
+    from confd.daemon import Daemon
+    from confd.store import Store
+
+    fakes = [FakeFreeSwitch(ConferenceModel(hostname=n)).start() for n in ("fs1", "fs2")]
+    cfg = config_from_dict(
+        {
+            "http": {"host": "127.0.0.1", "port": 0},
+            "database": {"url": f"sqlite:///{tmp_path}/confd.db"},
+            "freeswitch": {
+                "nodes": [
+                    {"host": "127.0.0.1", "port": f.port, "name": "fs%d" % i}
+                    for i, f in enumerate(fakes)
+                ],
+                "reconnect_min": 0.05,
+            },
+        }
+    )
+    daemon = Daemon(cfg, store=Store.from_url(cfg.database.url))
+    daemon.start()
+    asked: List[str] = []
+    closed: List[bool] = []
+    real_close = daemon.store.close
+    try:
+        for node in daemon.nodes:
+
+            def hang(timeout: float = 0.0, name: str = node.name) -> None:
+                asked.append(name)
+                gevent.sleep(3600)
+
+            node.stop = hang  # type: ignore[method-assign]
+        daemon.store.close = lambda: closed.append(True) or real_close()  # type: ignore
+        t0 = time.monotonic()
+        with gevent.Timeout(STUCK_BUDGET + 20, AssertionError("the stop passed its budget")):
+            daemon.stop(budget=STUCK_BUDGET)
+        elapsed = time.monotonic() - t0
+        assert sorted(asked) == ["fs0", "fs1"]  # both asked, side by side
+        assert closed == [True]
+        assert elapsed >= STUCK_BUDGET / 4  # it did wait for them, a while
+    finally:
+        for node in daemon.nodes:
+            type(node).stop(node, timeout=1.0)
+        for fake in fakes:
+            fake.stop()

@@ -55,6 +55,7 @@ UPGRADE_KEY = "confd.upgrade"
 
 MAX_HEADER_BYTES = 32 * 1024  # the header block after the request line (nginx's default)
 LIMIT_LOG_INTERVAL = 60.0  # seconds between two log lines about the same bound
+KILL_WAIT = 0.5  # seconds of a stop's drain kept for ending the connections still busy
 # File descriptors beyond the connection bounds: ESL (2 per node), database, AMQP, log files,
 # connections being closed to make room.
 SPARE_FDS = 256
@@ -653,8 +654,9 @@ class ApiServer(WSGIServer):
         idle = self.connections.close_waiting()
         if idle:
             log.info("http: closed %d idle connections", idle)
-        self.group.join(timeout=max(0.0, drain))
+        kill_wait = min(KILL_WAIT, drain / 4)  # the end of the drain, for ending the rest
+        self.group.join(timeout=max(0.0, drain - kill_wait))
         left = len(self.group)
         if left:
             log.warning("http: %d connections still busy after %.1fs, ending them", left, drain)
-            self.group.kill(block=True, timeout=1.0)
+            self.group.kill(block=True, timeout=kill_wait)
