@@ -157,7 +157,7 @@ class Daemon:
             token_ttl=cfg.auth.token_ttl,
             channel_var_prefix=cfg.events.channel_var_prefix,
         )
-        self.app = create_app(self.ctx)
+        self.app = create_app(self.ctx, cors_origins=cfg.http.cors_origins)
         # /v2/websocket is answered by this middleware; everything else goes to the Flask app.
         self.websocket = WebsocketMiddleware(
             self.app,
