@@ -574,6 +574,8 @@ def _plain_response(
 ) -> List[bytes]:
     """An error answer before the upgrade: the API's error envelope (api.md), as every other
     endpoint's."""
+    # A client that asked for an upgrade and did not get one starts again on a new connection.
+    headers = list(headers) + [("Connection", "close")]
     return responses.wsgi_error(
         environ, start_response, status, message, {"message": text}, headers
     )
@@ -670,7 +672,7 @@ class WebsocketMiddleware:
                 503,
                 "service_unavailable",
                 "too many websocket connections, try again later",
-                [("Retry-After", str(UPGRADE_RETRY_AFTER)), ("Connection", "close")],
+                [("Retry-After", str(UPGRADE_RETRY_AFTER))],
             )
         accept = generate_accept_token(environ["HTTP_SEC_WEBSOCKET_KEY"].encode("latin-1"))
         write = start_response(

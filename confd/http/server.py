@@ -69,8 +69,8 @@ LIMIT_KEEPALIVE_TIMEOUT = "keepalive_timeout"
 LIMIT_BODY_TIMEOUT = "body_timeout"
 
 WAITING, BUSY, WEBSOCKET, CLOSED = "waiting", "busy", "websocket", "closed"
-CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
-CHUNKED = "chunked"
+CONTENT_LENGTH_RE = re.compile(rb"[0-9]{1,18}")
+CHUNKED = b"chunked"
 
 
 @dataclass(frozen=True)
@@ -443,7 +443,9 @@ class ApiHandler(WSGIHandler):
     def read_request(self, raw_requestline: str) -> bool:
         """gevent's parsing, on a header block bounded in bytes, then the framing checks
         gevent leaves out (RFC 9112 section 6)."""
+        self.command = raw_requestline.split(" ", 1)[0]  # for a refusal's log line
         head = self._read_header_block()
+        self._check_framing(head)  # before gevent's parsing, which drops some of it
         rfile = self.rfile
         self.rfile = io.BytesIO(head)
         try:
@@ -453,7 +455,6 @@ class ApiHandler(WSGIHandler):
             raise _Refuse(400, "bad_request", "malformed HTTP request") from None
         finally:
             self.rfile = rfile
-        self._check_framing()
         return True
 
     def _read_header_block(self) -> bytes:
@@ -472,9 +473,22 @@ class ApiHandler(WSGIHandler):
             if line in (b"\r\n", b"\n", b""):
                 return b"".join(lines)
 
-    def _check_framing(self) -> None:
-        lengths = [v.strip() for v in self.headers.get_all("Content-Length") or ()]
-        encodings = [v.strip().lower() for v in self.headers.get_all("Transfer-Encoding") or ()]
+    def _check_framing(self, head: bytes) -> None:
+        """RFC 9112 section 6.3: how long the body is must be unambiguous.  (Also notes the
+        request id, for a refusal made before gevent parses the headers.)"""
+        lengths: List[bytes] = []
+        encodings: List[bytes] = []
+        for line in head.split(b"\n"):
+            name, colon, value = line.partition(b":")
+            if not colon:
+                continue
+            name = name.strip().lower()
+            if name == b"content-length":
+                lengths.append(value.strip())
+            elif name == b"transfer-encoding":
+                encodings.append(value.strip().lower())
+            elif name == b"x-request-id":
+                self.request_id = r.request_id(value.strip().decode("latin-1"))
         if encodings:
             if encodings != [CHUNKED]:
                 raise _Refuse(501, "not_implemented", "only Transfer-Encoding: chunked is taken")
@@ -518,8 +532,7 @@ class ApiHandler(WSGIHandler):
     # --- answers the server makes itself ---------------------------------------------------------
 
     def _refusal(self, refusal: _Refuse) -> Tuple[str, bytes]:
-        headers = getattr(self, "headers", None)
-        rid = r.request_id(headers.get(r.REQUEST_ID_HEADER) if headers is not None else None)
+        rid = self.request_id or r.request_id(None)
         self.request_id = rid
         self.code = refusal.status
         self.server.observe(r.UNMATCHED_ROUTE, self.command or "", refusal.status)
