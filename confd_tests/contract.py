@@ -34,3 +34,8 @@ CONFERENCE_EVENT_KEYS = [
     "conference_id", "instance_id", "focus", "event", "is_locked", "members", "admins",
     "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
 ]  # fmt: skip
+# The one optional key (events.md, lifecycle steps 5-6): last, only on the events confd
+# publishes of its own accord, with one of EVENT_REASONS; events reflecting what really
+# happened on FreeSWITCH have the keys above and no more.
+OPTIONAL_EVENT_KEY = "reason"
+EVENT_REASONS = ("node_lost", "resync")

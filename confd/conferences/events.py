@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Union
 
 from confd.conferences.model import Conference, Participant
@@ -143,9 +143,12 @@ class MemberFlags:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a node has, from ``conference json_list``."""
+    """Everything a node has, from ``conference json_list``; ``channel_data`` (by call id) is
+    what ``uuid_dump`` told about its participants before the snapshot was applied, so that
+    the resync's ``add-member`` events carry it (json_list has no channel variables)."""
 
     conferences: List[Conference]
+    channel_data: Dict[str, ChannelData] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,13 @@ from confd.conferences.model import FLAG_FIELDS, Conference, Participant
 log = logging.getLogger(__name__)
 
 
+# Why confd publishes an event that FreeSWITCH did not send (events.md, lifecycle steps 5-6):
+# confd forgot a node's conferences when it lost the node, or learned them from a resync.
+# Events that reflect what really happened on FreeSWITCH carry no reason.
+REASON_NODE_LOST = "node_lost"
+REASON_RESYNC = "resync"
+
+
 @dataclass(frozen=True)
 class Update:
     """One change made to the live state, for publishing."""
@@ -26,6 +33,7 @@ class Update:
     node: str
     conference: Conference  # a detached copy, safe to keep
     participant: Optional[Participant] = None
+    reason: Optional[str] = None  # REASON_NODE_LOST / REASON_RESYNC; None for real events
 
 
 def _detached(conf: Conference) -> Conference:
@@ -98,7 +106,7 @@ class LiveState:
                     p.floor = p.participant_id == change.new_id
             return []
         if isinstance(change, ev.Snapshot):
-            return self._replace_node(node, change.conferences)
+            return self._replace_node(node, change.conferences, change.channel_data)
         if isinstance(change, ev.ChannelData):
             self._channel_data(confs, change)
             return []
@@ -106,19 +114,27 @@ class LiveState:
 
     def drop_node(self, node: str) -> List[Update]:
         """The node is gone: FreeSWITCH loses its conferences on restart and member ids start
-        again at 1, so nothing of it may remain (events.md, lifecycle step 5)."""
+        again at 1, so nothing of it may remain (events.md, lifecycle step 5).  Returns a
+        ``del-member`` per participant, then a ``conference-destroy`` per conference, each with
+        ``REASON_NODE_LOST``.  The dropped ``Conference`` objects are left as they were: a
+        request that resolved one before the loss can still tell which call a member id named
+        (``member``)."""
         confs = self._nodes.pop(node, {})
         updates = []
+        members = 0
         for conf in confs.values():
             self._unindex(node, conf)
+            gone = _detached(conf)
             for p in conf.participants.values():
-                updates.append(Update(ev.DEL_MEMBER, node, _detached(conf), p))
+                updates.append(Update(ev.DEL_MEMBER, node, gone, p, REASON_NODE_LOST))
+            members += len(conf.participants)
+            updates.append(Update(ev.CONFERENCE_DESTROY, node, gone, None, REASON_NODE_LOST))
         if confs:
             log.info(
                 "node %s: dropped %d conference(s), %d participant(s)",
                 node,
                 len(confs),
-                len(updates),
+                members,
             )
         return updates
 
@@ -176,11 +192,17 @@ class LiveState:
             current = old
         return [Update(change.action, node, _detached(conf), _clone(current))]
 
-    def _replace_node(self, node: str, conferences: List[Conference]) -> List[Update]:
+    def _replace_node(
+        self, node: str, conferences: List[Conference], channel_data: Dict[str, ev.ChannelData]
+    ) -> List[Update]:
         """A resync: replace everything known about ``node`` with the snapshot, keeping what
         json_list does not carry (channel variables, events' caller id) for members that are
-        still the same call."""
-        old_confs = self._nodes.get(node, {})
+        still the same call.  What confd learns or forgets this way is published with
+        ``REASON_RESYNC`` (events.md, lifecycle step 6): ``del-member`` / ``conference-destroy``
+        for what it knew and the snapshot lacks, then ``conference-create`` and ``add-member``
+        for what the snapshot has and it did not know (after a node loss: everything)."""
+        # A copy: _remove_conference below empties the node's own dict.
+        old_confs = dict(self._nodes.get(node, {}))
         updates: List[Update] = []
         old_members: Dict[Tuple[int, str], Participant] = {}
         for conf in old_confs.values():
@@ -189,10 +211,14 @@ class LiveState:
         new_keys = {
             (p.participant_id, p.call_id) for c in conferences for p in c.participants.values()
         }
+        new_uuids = {c.uuid for c in conferences}
         for conf in list(old_confs.values()):
+            gone = _detached(conf)
             for p in conf.participants.values():
                 if (p.participant_id, p.call_id) not in new_keys:
-                    updates.append(Update(ev.DEL_MEMBER, node, _detached(conf), p))
+                    updates.append(Update(ev.DEL_MEMBER, node, gone, p, REASON_RESYNC))
+            if conf.uuid not in new_uuids:
+                updates.append(Update(ev.CONFERENCE_DESTROY, node, gone, None, REASON_RESYNC))
             self._remove_conference(node, conf)
         self._nodes[node] = {}
         for snap in conferences:
@@ -205,26 +231,30 @@ class LiveState:
                 previous.start_time if previous else snap.start_time,
             )
             conf.is_locked = snap.is_locked
+            if previous is None:
+                updates.append(
+                    Update(ev.CONFERENCE_CREATE, node, _detached(conf), None, REASON_RESYNC)
+                )
             for mid, p in snap.participants.items():
                 old = old_members.get((mid, p.call_id))
+                data = channel_data.get(p.call_id)
+                if data is not None:
+                    _fill(p, data)
                 merged = _merged(old, p) if old is not None else p
                 if old is not None:
                     merged.join_time = old.join_time
                 conf.participants[mid] = merged
                 if old is None:
-                    updates.append(Update(ev.ADD_MEMBER, node, _detached(conf), _clone(merged)))
+                    updates.append(
+                        Update(ev.ADD_MEMBER, node, _detached(conf), _clone(merged), REASON_RESYNC)
+                    )
         return updates
 
     def _channel_data(self, confs: Dict[str, Conference], data: ev.ChannelData) -> None:
         for conf in confs.values():
             p = conf.by_call_id(data.call_id)
             if p is not None:
-                p.caller_id_name = data.caller_id_name or p.caller_id_name
-                p.caller_id_number = data.caller_id_number or p.caller_id_number
-                p.custom_channel_vars = dict(data.custom_channel_vars)
-                p.channel_presence_id = data.channel_presence_id
-                if data.switch_hostname:
-                    p.switch_hostname = data.switch_hostname
+                _fill(p, data)
                 return
 
     # --- reads ---------------------------------------------------------------------------------
@@ -244,9 +274,28 @@ class LiveState:
         out.sort(key=lambda c: c.start_time)
         return out
 
+    def member(self, node: str, conference_uuid: str, participant_id: int) -> Optional[Participant]:
+        """The live participant ``participant_id`` of that conference instance, if it is live."""
+        conf = self._nodes.get(node, {}).get(conference_uuid)
+        return conf.participants.get(participant_id) if conf is not None else None
+
+    def is_live(self, conference: Conference) -> bool:
+        """Whether this very instance (node, uuid) of a conference is still live."""
+        return conference.uuid in self._nodes.get(conference.node, {})
+
     def counts(self, node: str) -> Tuple[int, int]:
         confs = self._nodes.get(node, {})
         return len(confs), sum(len(c.participants) for c in confs.values())
+
+
+def _fill(p: Participant, data: ev.ChannelData) -> None:
+    """What ``uuid_dump`` tells about the participant's channel, into ``p``."""
+    p.caller_id_name = data.caller_id_name or p.caller_id_name
+    p.caller_id_number = data.caller_id_number or p.caller_id_number
+    p.custom_channel_vars = dict(data.custom_channel_vars)
+    p.channel_presence_id = data.channel_presence_id
+    if data.switch_hostname:
+        p.switch_hostname = data.switch_hostname
 
 
 def _merged(old: Participant, new: Participant) -> Participant:

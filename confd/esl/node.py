@@ -6,9 +6,15 @@ Two connections per node:
 - the *command* connection subscribes to nothing, so an operator's command never waits behind
   a backlog of queued events.
 
-On any loss the node's state is dropped at once (FreeSWITCH forgets its conferences when it
-restarts and member ids start again at 1), pending commands fail, and the supervisor retries
-with exponential backoff and full jitter between ``reconnect_min`` and ``reconnect_max``.
+Only the event connection tells what the node holds (events.md, lifecycle steps 4-7):
+- when it is lost (EOF, disconnect-notice, heartbeat deadline, protocol error) the node's state
+  is dropped at once (FreeSWITCH forgets its conferences when it restarts and member ids start
+  again at 1) and published as ``del-member`` / ``conference-destroy`` with reason
+  ``node_lost``; pending commands fail, and the supervisor retries with exponential backoff
+  and jitter between ``reconnect_min`` and ``reconnect_max``;
+- when the command connection dies (a command past its deadline closes it: a late reply
+  would answer the next command) only that connection is made again, the state is kept;
+- confd's own stop publishes nothing: nobody left a conference.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import gevent
 from gevent.event import Event
@@ -44,6 +50,9 @@ EVENT_SUBSCRIPTION = "event %s HEARTBEAT CUSTOM conference::maintenance"
 # Events held while the json_list reply is pending (events.md, lifecycle step 3).  Past this
 # bound the resync is abandoned and the connection restarted rather than buffering forever.
 MAX_RESYNC_BACKLOG = 100_000
+# uuid_dump tries per resynced participant: the resync's, and one more after the command
+# connection was made again (a dump that itself never answers must not loop forever).
+MAX_DUMP_TRIES = 2
 
 
 class NodeUnavailable(EslError):
@@ -76,6 +85,7 @@ class NodeSupervisor:
         wants_updates: Callable[[], bool] = lambda: True,
         on_event_taken: Callable[[str], None] = lambda action: None,
         on_status: Callable[[NodeSupervisor], None] = lambda node: None,
+        on_retry: Callable[[float], None] = lambda delay: None,
         rng: Optional[random.Random] = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -88,6 +98,7 @@ class NodeSupervisor:
         self._wants_updates = wants_updates if publish is not None else (lambda: False)
         self._on_event_taken = on_event_taken
         self._on_status = on_status
+        self._on_retry = on_retry
         self._rng = rng or random.Random()
         self._clock = clock
         self._events: Optional[EslConnection] = None
@@ -97,6 +108,10 @@ class NodeSupervisor:
         self._resync_buffer: Optional[List[p.Frame]] = None
         self._enrich_pool = Pool(max(1, settings.resync_concurrency))
         self._enricher: Optional[gevent.Greenlet] = None
+        self._keeper: Optional[gevent.Greenlet] = None
+        # Resynced participants whose uuid_dump failed with the command connection -> tries so
+        # far; dumped again once it is back (bounded by the participants of one snapshot).
+        self._undumped: Dict[str, int] = {}
         self._ran = False
         # Status, for /v2/health and metrics.
         self.connected = False
@@ -106,6 +121,7 @@ class NodeSupervisor:
         self.connects = 0
         self.events_in = 0
         self.resync_overflows = 0
+        self.command_reconnects = 0
 
     # --- public ------------------------------------------------------------------------------
 
@@ -115,6 +131,8 @@ class NodeSupervisor:
         return self._greenlet
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Close both connections and end the supervisor.  Publishes nothing: confd stopping
+        is not everyone leaving (events.md, lifecycle step 7)."""
         self._stopping.set()
         for conn in (self._events, self._commands):
             if conn is not None:
@@ -123,6 +141,9 @@ class NodeSupervisor:
             self._greenlet.join(timeout)
             if not self._greenlet.dead:
                 self._greenlet.kill(block=True, timeout=timeout)
+        for helper in (self._keeper, self._enricher):
+            if helper is not None:
+                helper.kill(block=False)
         self._enrich_pool.kill(block=False)
 
     def status(self) -> dict:
@@ -142,11 +163,15 @@ class NodeSupervisor:
 
     def api(self, command: Command, timeout: Optional[float] = None) -> str:
         """Send a built command on the command connection; returns FreeSWITCH's reply text.
-        Raises ``NodeUnavailable`` when the node is not connected and ``ConnectionLost`` /
-        ``CommandTimeout`` when it goes away meanwhile (never hangs past the deadline)."""
+        Raises ``NodeUnavailable`` when the node (or just its command connection, being made
+        again) is not connected, and ``ConnectionLost`` / ``CommandTimeout`` when it goes away
+        meanwhile or does not answer in time (never hangs past the deadline)."""
         conn = self._commands
-        if not self.connected or conn is None or conn.closed:
+        if not self.connected:
             raise NodeUnavailable(self.error or "not connected")
+        if conn is None or conn.closed:
+            why = conn.close_reason if conn is not None else None
+            raise NodeUnavailable("command connection down: %s" % (why or "reconnecting"))
         return conn.api(command.text, timeout or self.settings.command_timeout)
 
     # --- the supervisor loop -------------------------------------------------------------------
@@ -175,6 +200,8 @@ class NodeSupervisor:
                 attempt, self.settings.reconnect_min, self.settings.reconnect_max, self._rng
             )
             attempt += 1
+            log.debug("node %s: next attempt in %.3fs", self.name, delay)
+            self._on_retry(delay)
             self._stopping.wait(delay)
         self._lost("confd stopping", level=logging.DEBUG)
 
@@ -208,6 +235,9 @@ class NodeSupervisor:
         try:
             listing = events.api(self._builder.json_list().text, timeout=s.command_timeout)
             snapshot = ev.snapshot_from_json_list(listing, self.name, self._clock())
+            snapshot = self._with_channel_data(snapshot, commands)
+            if events.closed:  # lost while the dumps ran: nothing to publish of a dead session
+                raise ConnectionLost(events.close_reason or "connection closed")
             self._apply(snapshot)
             held, self._resync_buffer = self._resync_buffer, None
             for frame in held:
@@ -226,16 +256,66 @@ class NodeSupervisor:
             n_conf,
             n_part,
         )
-        # Off the intake path and off this greenlet: a spawn into a full pool would block.
-        self._enricher = gevent.spawn(self._enrich, snapshot)
-        # Run until either connection dies.
-        while not events.closed and not commands.closed:
-            gevent.wait([events.closed_event, commands.closed_event], count=1)
-        raise ConnectionLost(events.close_reason or commands.close_reason or "connection closed")
+        # Dumps still missing (past the resync's budget) go on off this greenlet: a spawn into
+        # a full pool would block.
+        self._enricher = gevent.spawn(self._enrich)
+        self._keeper = gevent.spawn(self._keep_commands, events)
+        self._keeper.name = "node-%s-commands" % self.name
+        # Run until the event connection dies: only that says the node's state is gone.
+        events.wait_closed()
+        raise ConnectionLost(events.close_reason or "connection closed")
+
+    def _keep_commands(self, events: EslConnection) -> None:
+        """While the event connection lives, make the command connection again whenever it
+        dies (a command past its deadline, an EOF on it alone): the live state is untouched,
+        commands are refused with ``NodeUnavailable`` until it is back."""
+        s = self.settings
+        attempt = 0
+        while not events.closed:
+            current = self._commands
+            if current is not None and not current.closed:
+                gevent.wait([current.closed_event, events.closed_event], count=1)
+                continue
+            # Paced like the node's own retries; the first pause also lets the EOF of a node
+            # that went away reach the event connection, which then ends the session instead.
+            delay = backoff_delay(attempt, s.reconnect_min, s.reconnect_max, self._rng)
+            if events.wait_closed(delay):
+                return
+            if attempt == 0:
+                why = current.close_reason if current is not None else None
+                log.warning(
+                    "node %s: command connection lost (%s); making it again, live state kept",
+                    self.name,
+                    why or "closed",
+                )
+            attempt += 1
+            conn = self._connection()
+            try:
+                conn.connect(timeout=s.command_timeout)
+            except EslError as exc:
+                log.debug("node %s: command connection attempt failed: %s", self.name, exc)
+                continue
+            except BaseException:
+                conn.close("command connection not made: supervisor ending it")
+                raise
+            if events.closed:
+                conn.close("event connection lost meanwhile")
+                return
+            self._commands = conn
+            self.command_reconnects += 1
+            attempt = 0
+            log.info("node %s: command connection made again", self.name)
+            if self._undumped and (self._enricher is None or self._enricher.dead):
+                self._enricher = gevent.spawn(self._enrich)
 
     def _lost(self, reason: str, level: int = logging.WARNING) -> None:
-        if self._stopping.is_set():
+        stopping = self._stopping.is_set()
+        if stopping:
             level = min(level, logging.INFO)  # our own doing, not an incident
+        if self._keeper is not None:
+            # Blocking: a keeper that just made a connection must not install it afterwards.
+            self._keeper.kill(block=True, timeout=self.settings.command_timeout)
+            self._keeper = None
         for conn in (self._events, self._commands):
             if conn is not None:
                 conn.close(reason)
@@ -244,8 +324,11 @@ class NodeSupervisor:
             self._enricher.kill(block=False)
             self._enricher = None
         self._enrich_pool.kill(block=False)
+        self._undumped.clear()
         updates = self._state.drop_node(self.name)
-        if updates:
+        # confd's own stop says nothing about the participants (events.md, lifecycle step 7):
+        # nobody left, and consumers (billing, presence) must not see everyone leave.
+        if updates and not stopping:
             self._publish(updates)
         # One log line per state change, not one per retry.
         if self.connected:
@@ -300,24 +383,70 @@ class NodeSupervisor:
         if updates:
             self._publish(updates)
 
-    # --- after a resync: channel data json_list does not carry -----------------------------------
+    # --- around a resync: channel data json_list does not carry ---------------------------------
 
-    def _enrich(self, snapshot: ev.Snapshot) -> None:
-        """``uuid_dump`` every resynced participant, ``resync_concurrency`` at a time."""
-        for conf in snapshot.conferences:
-            for part in conf.participants.values():
-                if ev.UUID_RE.fullmatch(part.call_id):
-                    self._enrich_pool.spawn(self._dump, part.call_id)
+    def _with_channel_data(self, snapshot: ev.Snapshot, commands: EslConnection) -> ev.Snapshot:
+        """``uuid_dump`` every participant of the snapshot, ``resync_concurrency`` at a time,
+        within one command deadline in all, so that the resync's ``add-member`` events carry
+        the channel variables (account, owner) clients and consumers need.  Events meanwhile
+        are held (``_resync_buffer``).  Dumps not done by then go on in the background and
+        fill the state when they come."""
+        found: Dict[str, ev.ChannelData] = {}
+        applied: List[bool] = []  # set once the snapshot is in the state: later dumps apply
+        call_ids = [
+            part.call_id
+            for conf in snapshot.conferences
+            for part in conf.participants.values()
+            if ev.UUID_RE.fullmatch(part.call_id)
+        ]
 
-    def _dump(self, call_id: str) -> None:
-        try:
-            text = self.api(self._builder.uuid_dump(call_id))
-        except (EslError, ValueError) as exc:
-            log.debug("node %s: uuid_dump %s failed: %s", self.name, call_id, exc)
-            return
-        data = ev.channel_data_from_uuid_dump(text, self.settings.channel_var_prefix)
+        def dump(call_id: str) -> None:
+            data = self._dump(commands, call_id, 0)
+            if data is None:
+                return
+            if applied:
+                self._apply(data)
+            else:
+                found[call_id] = data
+
+        jobs = [self._enrich_pool.spawn(dump, call_id) for call_id in call_ids]
+        gevent.joinall(jobs, timeout=self.settings.command_timeout)
+        applied.append(True)
+        if len(found) < len(call_ids):
+            log.info(
+                "node %s: channel data of %d of %d participant(s) in time for the resync",
+                self.name,
+                len(found),
+                len(call_ids),
+            )
+        return ev.Snapshot(snapshot.conferences, found)
+
+    def _enrich(self) -> None:
+        """``uuid_dump`` again the resynced participants whose dump failed with the command
+        connection, ``resync_concurrency`` at a time, while the command connection is up."""
+        while self._undumped:
+            conn = self._commands
+            if conn is None or conn.closed:
+                return  # the command keeper calls again once it is back
+            call_id, tries = self._undumped.popitem()
+            self._enrich_pool.spawn(self._dump_and_apply, conn, call_id, tries)
+
+    def _dump_and_apply(self, conn: EslConnection, call_id: str, tries: int) -> None:
+        data = self._dump(conn, call_id, tries)
         if data is not None:
             self._apply(data)
+
+    def _dump(self, conn: EslConnection, call_id: str, tries: int) -> Optional[ev.ChannelData]:
+        """The channel data of one call, or None: no such channel, or the command failed (then
+        it is tried again after the command connection is back, ``MAX_DUMP_TRIES`` in all)."""
+        try:
+            text = conn.api(self._builder.uuid_dump(call_id).text, self.settings.command_timeout)
+        except (EslError, ValueError) as exc:
+            log.debug("node %s: uuid_dump %s failed: %s", self.name, call_id, exc)
+            if isinstance(exc, EslError) and tries + 1 < MAX_DUMP_TRIES:
+                self._undumped[call_id] = tries + 1
+            return None
+        return ev.channel_data_from_uuid_dump(text, self.settings.channel_var_prefix)
 
 
 __all__ = [

@@ -28,6 +28,9 @@ CONFERENCE_ROUTING_WORD = "conference_event"
 CONFERENCE_CALL_ID = "conference"
 ROUTING_PREFIX = "conference.event"
 WILDCARD = "*"
+# Only on events confd publishes of its own accord (events.md, lifecycle steps 5-6): the
+# update's reason (``node_lost``, ``resync``); the key comes last, after the envelope keys.
+REASON_KEY = "reason"
 # The channel variable (after the prefix, lower-cased) naming an ad-hoc conference's account.
 ACCOUNT_VAR = "account_id"
 
@@ -201,6 +204,8 @@ def build(
         data = participant_event(
             name, conf, p, focus=focus, node=node, app_version=app_version, msg_id=msg_id
         )
+        if update.reason is not None:
+            data[REASON_KEY] = update.reason
         hint = p.custom_channel_vars.get(ACCOUNT_VAR) or account_hint
         conf_id = data["conference_id"]
         return Published(name, conf_id, p.call_id, routing_key(conf_id, p.call_id), data, hint)
@@ -220,6 +225,8 @@ def build(
             msg_id=msg_id,
             participant=p,
         )
+        if update.reason is not None:
+            data[REASON_KEY] = update.reason
         hint = (p.custom_channel_vars.get(ACCOUNT_VAR) if p else None) or account_hint
         call_id = p.call_id if p is not None else CONFERENCE_CALL_ID
         return Published(name, conf.name, call_id, routing_key(conf.name, call_id), data, hint)

@@ -246,9 +246,11 @@ def test_nodes_are_separate_and_drop_node_removes_only_one():
     state.apply("fs2", ev.translate(event(other)))
     assert state.counts("fs1") == (1, 1) and state.counts("fs2") == (1, 1)
     updates = state.drop_node("fs1")
-    assert [(u.event, u.node, u.participant.participant_id) for u in updates] == [
-        ("del-member", "fs1", 1)
+    assert [(u.event, u.node, u.conference.name, u.reason) for u in updates] == [
+        ("del-member", "fs1", "room1", "node_lost"),
+        ("conference-destroy", "fs1", "room1", "node_lost"),
     ]
+    assert updates[0].participant.participant_id == 1 and updates[1].participant is None
     assert state.counts("fs1") == (0, 0) and state.find("room1") == []
     assert state.counts("fs2") == (1, 1)
 
@@ -293,7 +295,10 @@ def test_snapshot_replaces_the_node_and_keeps_what_json_list_lacks():
         ]
     )
     updates = state.apply("fs1", snap)
-    assert [(u.event, u.participant.participant_id) for u in updates] == [("del-member", 9)]
+    # what the resync made confd forget is published as such (events.md, lifecycle step 6)
+    assert [(u.event, u.participant.participant_id, u.reason) for u in updates] == [
+        ("del-member", 9, "resync")
+    ]
     conf = state.find("room1")[0]
     assert conf.is_locked and list(conf.participants) == [1]
     alice = conf.participants[1]
@@ -343,3 +348,119 @@ def test_participant_to_api_has_every_field_of_api_md():
     api = part.to_api(now=1095.5)
     assert set(api) == PARTICIPANT_KEYS
     assert api["duration"] == 95 and api["join_time"] == 1000 + GREGORIAN_OFFSET
+
+
+def listing(*confs):
+    """A json_list reply: (name, uuid, [(member id, call id), ...]) per conference."""
+    return json.dumps(
+        [
+            {
+                "conference_name": name,
+                "conference_uuid": uuid,
+                "run_time": 5,
+                "members": [
+                    {"type": "caller", "id": mid, "uuid": call, "flags": {}, "join_time": 1}
+                    for mid, call in members
+                ],
+            }
+            for name, uuid, members in confs
+        ]
+    )
+
+
+def test_node_loss_then_resync_publish_what_confd_forgot_and_learned():
+    """events.md, lifecycle steps 5-6: a lost node's participants leave and its conferences end
+    with reason node_lost; the resync's conferences and participants come back with reason
+    resync, each conference before its members; real events carry no reason."""
+    state = LiveState()
+    real = state.apply("fs1", ev.translate(event(member_headers("add-member", 1))))
+    real += state.apply("fs1", ev.translate(event(member_headers("mute-member", 1, Speak="false"))))
+    assert [(u.event, u.reason) for u in real] == [("add-member", None), ("mute-member", None)]
+    state.apply(
+        "fs1",
+        ev.translate(
+            event(
+                member_headers(
+                    "add-member",
+                    2,
+                    **{"Conference-Unique-ID": "u2", "Conference-Name": "room2", "Unique-ID": "c2"},
+                )
+            )
+        ),
+    )
+    lost = state.drop_node("fs1")
+    assert sorted((u.event, u.conference.name, u.reason) for u in lost) == [
+        ("conference-destroy", "room1", "node_lost"),
+        ("conference-destroy", "room2", "node_lost"),
+        ("del-member", "room1", "node_lost"),
+        ("del-member", "room2", "node_lost"),
+    ]
+    # each conference's members leave before it ends
+    for u in lost:
+        if u.event == "conference-destroy":
+            later = lost[lost.index(u) + 1 :]
+            assert not any(v.conference.uuid == u.conference.uuid for v in later)
+    snap = ev.snapshot_from_json_list(
+        listing(("room1", "n1", [(1, "k1"), (2, "k2")]), ("room3", "n3", [(3, "k3")])), "fs1", 9.0
+    )
+    snap = ev.Snapshot(
+        snap.conferences, {"k1": ev.ChannelData("k1", "vm", "Ann", "1", {"account_id": "a"}, None)}
+    )
+    found = state.apply("fs1", snap)
+    assert [(u.event, u.conference.name, u.reason) for u in found] == [
+        ("conference-create", "room1", "resync"),
+        ("add-member", "room1", "resync"),
+        ("add-member", "room1", "resync"),
+        ("conference-create", "room3", "resync"),
+        ("add-member", "room3", "resync"),
+    ]
+    # channel data fetched before the snapshot was applied is in the resync's add-member
+    ann = found[1].participant
+    assert (ann.call_id, ann.caller_id_name, ann.custom_channel_vars) == (
+        "k1",
+        "Ann",
+        {"account_id": "a"},
+    )
+
+
+def test_resync_of_a_node_still_known_publishes_only_the_difference():
+    state = LiveState()
+    state.apply(
+        "fs1",
+        ev.snapshot_from_json_list(
+            listing(("room1", "n1", [(1, "k1"), (2, "k2")]), ("room2", "n2", [(5, "k5")])),
+            "fs1",
+            9.0,
+        ),
+    )
+    again = ev.snapshot_from_json_list(
+        listing(("room1", "n1", [(1, "k1"), (3, "k3")]), ("room4", "n4", [(4, "k4")])), "fs1", 9.0
+    )
+    updates = state.apply("fs1", again)
+    assert [(u.event, u.conference.name, u.reason) for u in updates] == [
+        ("del-member", "room1", "resync"),
+        ("del-member", "room2", "resync"),
+        ("conference-destroy", "room2", "resync"),
+        ("add-member", "room1", "resync"),
+        ("conference-create", "room4", "resync"),
+        ("add-member", "room4", "resync"),
+    ]
+    assert [u.participant.call_id for u in updates if u.participant] == ["k2", "k5", "k3", "k4"]
+
+
+def test_a_dropped_conference_still_tells_which_call_a_member_id_named():
+    """A request that resolved the conference before a node loss can check the member it meant
+    against the live state (actions: "kick 5" must not hit whoever is member 5 now)."""
+    state = LiveState()
+    state.apply(
+        "fs1", ev.snapshot_from_json_list(listing(("room1", "n1", [(5, "old")])), "fs1", 9.0)
+    )
+    seen = state.find("room1")[0]
+    assert state.is_live(seen) and state.member("fs1", "n1", 5).call_id == "old"
+    state.drop_node("fs1")
+    state.apply(
+        "fs1", ev.snapshot_from_json_list(listing(("room1", "n2", [(5, "new")])), "fs1", 9.0)
+    )
+    assert seen.participants[5].call_id == "old"  # as it was when it was resolved
+    assert not state.is_live(seen) and state.member("fs1", "n1", 5) is None
+    assert state.member("fs1", "n2", 5).call_id == "new"

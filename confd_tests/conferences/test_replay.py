@@ -9,6 +9,8 @@ import pytest
 from confd_tests.conftest import wait_until
 from confd_tests.replay import Capture, ReplayFreeSwitch
 
+REPLAY_DEADLINE = 120.0  # seconds for the stream to reach its next checkpoint or its end
+
 
 def expected_from_json_list(text):
     out = {}
@@ -39,7 +41,9 @@ def replay_and_check(make_node, names, mode, fmt):
         node = make_node(fake.port, event_format=fmt, reconnect_min=30)
         checked = 0
         while True:
-            gevent.wait([fake.at_checkpoint, fake.finished], count=1, timeout=20)
+            # Generous: "bytes" mode sends a capture byte by byte (10-18 s here on a loaded
+            # machine); the wait ends as soon as the stream gets there.
+            gevent.wait([fake.at_checkpoint, fake.finished], count=1, timeout=REPLAY_DEADLINE)
             if fake.at_checkpoint.is_set():
                 wait_until(lambda: node.events_in == fake.events_sent, what="events applied")
                 assert actual(node.state) == expected_from_json_list(fake.reached.reply)

@@ -11,7 +11,11 @@ from confd.events import shape
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
 from confd.metrics import Metrics
-from confd_tests.contract import CONFERENCE_EVENT_KEYS, PARTICIPANT_EVENT_KEYS
+from confd_tests.contract import (
+    CONFERENCE_EVENT_KEYS,
+    OPTIONAL_EVENT_KEY,
+    PARTICIPANT_EVENT_KEYS,
+)
 
 CONF = "0123456789abcdef0123456789abcdef"
 UUID = "e2e9007d-a4e4-4d5c-b9bf-013020e2f3fe"
@@ -218,7 +222,7 @@ def test_hub_publishes_filtered_events_to_every_sink():
     assert 'confd_events_published_total{event="lock"} 1.0' in text
 
 
-def test_hub_node_loss_publishes_del_member():
+def test_hub_node_loss_publishes_leaves_and_the_end_with_reason_node_lost():
     hub, state, _ = make_hub()
     got = []
     hub.add_sink(got.append)
@@ -226,9 +230,35 @@ def test_hub_node_loss_publishes_del_member():
     apply(hub, state, member_event("add-member", participant_id=21, call_id="c2"))
     # add-member creates the conference when its conference-create was missed, silently.
     assert [p.name for p in got] == ["add-member", "add-member"]
+    assert not any(shape.REASON_KEY in p.data for p in got)  # real joins carry no reason
     del got[:]
     hub.publish(state.drop_node("fs1"))
-    assert sorted((p.name, p.call_id) for p in got) == [("del-member", CALL), ("del-member", "c2")]
+    assert [(p.name, p.call_id) for p in got] == [
+        ("del-member", CALL),
+        ("del-member", "c2"),
+        ("conference-destroy", "conference"),
+    ]
+    assert [p.data["reason"] for p in got] == ["node_lost"] * 3
+    # what a consumer sees of the conference's end: nobody left in it
+    assert (got[2].data["members"], got[2].data["admins"]) == (0, 0)
+
+
+@pytest.mark.parametrize("reason", ["node_lost", "resync"])
+@pytest.mark.parametrize("event", ["add-member", "del-member", "conference-create"])
+def test_reason_is_the_last_key_of_events_confd_publishes_of_its_own_accord(event, reason):
+    p = participant() if event in shape.PARTICIPANT_EVENTS else None
+    pub = shape.build(
+        Update(event, "fs1", conference(), p, reason),
+        node="confd-1",
+        app_version="9.9",
+        msg_id="00112233aabbccdd",
+        focus="fs1",
+    )
+    keys = PARTICIPANT_EVENT_KEYS if p is not None else CONFERENCE_EVENT_KEYS
+    assert list(pub.data) == keys + [OPTIONAL_EVENT_KEY]
+    assert pub.data[OPTIONAL_EVENT_KEY] == reason and pub.body().endswith(
+        b',"reason":"%s"}' % reason.encode()
+    )
 
 
 def test_sink_failure_does_not_stop_the_others():

@@ -2,11 +2,15 @@
 
 For every way a FreeSWITCH node goes away or misbehaves, the node ``fs1`` must:
 - drop its state at once (nothing of it left at the moment ``connected`` turns False) and
-  publish a ``del-member`` for every participant dropped (events.md, lifecycle step 5);
+  publish a ``del-member`` for every participant and a ``conference-destroy`` for every
+  conference dropped, with reason ``node_lost`` (events.md, lifecycle step 5);
 - say why in ``status()["error"]`` (what ``/v2/health`` shows);
-- refuse commands fast with ``FocusUnavailable`` and fail the commands in flight within their
-  deadline (never hang);
-- retry with exponential backoff between ``reconnect_min`` and ``reconnect_max``;
+- refuse commands without sending them (``FocusUnavailable``) and fail the commands in flight
+  because of the loss, not of their deadline (never hang);
+- retry with exponential backoff between ``reconnect_min`` and ``reconnect_max`` (the delays
+  the supervisor chose are checked, not the clock: a wall-clock gap between two connects also
+  holds scheduling noise, and once held a connect of another supervisor named ``fs1`` --
+  issue 14, item 2);
 - once FreeSWITCH is back, hold exactly what FreeSWITCH's own ``json_list`` says, and follow
   its events again;
 while ``fs2`` keeps its conferences and answers commands during the whole fault.
@@ -25,9 +29,7 @@ import pytest
 from confd.conferences import events as ev
 from confd.conferences.commands import RELAXED_NAME_PATTERN, CommandBuilder
 from confd.conferences.control import ConferenceControl, FocusUnavailable
-from confd.conferences.state import LiveState, Update
-from confd.esl import node as node_module
-from confd.esl.connection import EslConnection
+from confd.conferences.state import REASON_NODE_LOST, LiveState, Update
 from confd.esl.node import NodeSettings, NodeSupervisor
 from confd.simulator.server import SHUTDOWN_NOTICE, FakeFreeSwitch
 from confd_tests.conftest import wait_until
@@ -40,10 +42,10 @@ RECONNECT_MAX = 0.4
 COMMAND_TIMEOUT = 0.5  # the command deadline
 HEARTBEAT_TIMEOUT = 0.8  # the read deadline of the event connection
 HEARTBEAT_INTERVAL = 0.05  # the fakes' HEARTBEAT events
-MARGIN = 0.5  # scheduling slack on top of a deadline
-AT_ONCE = 0.3  # "immediately" for a socket that is already closed
+# Slack on top of a deadline for waits that end when something happens: generous, so that a
+# busy machine cannot fail them, while "never hangs" still means a bound.
+MARGIN = 1.5
 DOWN_ATTEMPTS = 4  # retries watched before FreeSWITCH comes back (2 when each one is slow)
-SLACK = 0.15  # timing slack for backoff gaps
 
 
 # --- expected vs actual ------------------------------------------------------------------------
@@ -82,14 +84,8 @@ def actual(state: LiveState, node: str) -> Dict[str, tuple]:
 # --- the cluster: two fakes, two supervisors, one state, one control ----------------------------
 
 
-@dataclass
-class Attempt:
-    node: str
-    at: float
-
-
 class Cluster:
-    def __init__(self, attempts: List[Attempt]) -> None:
+    def __init__(self) -> None:
         self.state = LiveState()
         self.builder = CommandBuilder(RELAXED_NAME_PATTERN)
         self.fakes: Dict[str, FakeFreeSwitch] = {}
@@ -97,7 +93,8 @@ class Cluster:
         self.published: List[Update] = []
         # (node, connected, counts at that moment, status() at that moment)
         self.transitions: List[Tuple[str, bool, Tuple[int, int], dict]] = []
-        self.attempts = attempts
+        # The delay each supervisor chose before each of its retries, in order.
+        self.delays: Dict[str, List[float]] = {"fs1": [], "fs2": []}
         for name in ("fs1", "fs2"):
             fake = FakeFreeSwitch(heartbeat_interval=HEARTBEAT_INTERVAL).start()
             self.fakes[name] = fake
@@ -117,6 +114,7 @@ class Cluster:
                 self.builder,
                 publish=self.published.extend,
                 on_status=self._on_status,
+                on_retry=self.delays[name].append,
             )
         self.control = ConferenceControl(self.state, list(self.nodes.values()))
 
@@ -179,23 +177,30 @@ def change_while_down(model, prefix: str) -> None:
 
 
 @pytest.fixture
-def attempts(monkeypatch) -> List[Attempt]:
-    """Record when each supervisor tries to connect its event connection (one per session)."""
-    seen: List[Attempt] = []
-
-    class Recording(EslConnection):
-        def connect(self, timeout: float = 5.0) -> None:
-            if self._read_timeout:  # the event connection: the first of every session
-                seen.append(Attempt(self.name, time.monotonic()))
-            super().connect(timeout)
-
-    monkeypatch.setattr(node_module, "EslConnection", Recording)
-    return seen
+def decoy():
+    """Another supervisor named fs1, retrying fast against a port nobody listens on, as the
+    session-scoped fuzz server's node did in its own thread when issue 14 (item 2) saw a 13 ms
+    "retry": what is measured must be the cluster's supervisors, not anything named fs1."""
+    other = NodeSupervisor(
+        NodeSettings(
+            name="fs1",
+            host="127.0.0.1",
+            port=1,
+            password="ClueCon",
+            reconnect_min=0.01,
+            reconnect_max=0.02,
+        ),
+        LiveState(),
+        CommandBuilder(RELAXED_NAME_PATTERN),
+    )
+    other.start()
+    yield other
+    other.stop(timeout=1)
 
 
 @pytest.fixture
-def cluster(attempts):
-    c = Cluster(attempts)
+def cluster(decoy):
+    c = Cluster()
     populate(c.fakes["fs1"].model, "one")
     populate(c.fakes["fs2"].model, "two")
     c.start()
@@ -225,7 +230,7 @@ class Fault:
     while_down: str  # in status()["error"] while FreeSWITCH stays away
     # the model lost its conferences (a FreeSWITCH restart)
     restarted: bool = False
-    # the backoff gap also holds one connect attempt of this many seconds
+    # each connect attempt itself lasts this many seconds (a deadline), so fewer are watched
     attempt_cost: float = 0.0
     # after an auth failure every retry waits at least reconnect_max / 2
     slow_retries: bool = False
@@ -380,9 +385,11 @@ def test_node_fault(cluster: Cluster, fault_name: str) -> None:
         for p in x.participants.values()
     }
     assert len(before) == 5
+    conferences_before = {x.uuid for x in c.state.conferences("fs1")}
     c.published.clear()
     c.transitions.clear()
     fs2_before = actual(c.state, "fs2")
+    retried_before, attempts_before = len(c.delays["fs1"]), node.attempts
 
     # A command in flight when the fault hits: FreeSWITCH reads it and does not answer.
     if fault.pending:
@@ -391,14 +398,14 @@ def test_node_fault(cluster: Cluster, fault_name: str) -> None:
         pending = gevent.spawn(_timed_send, c.control, conf, lock)
         assert fake.wait_for_command(lambda line: line == lock.line()), "command never sent"
 
-    t_fault = time.monotonic()
     fault.inject(fake)
     if fault.pending:
         elapsed, exc, reply = pending.get(timeout=COMMAND_TIMEOUT + MARGIN)
         assert reply is None and isinstance(exc, FocusUnavailable), (exc, reply)
         assert exc.focus == "fs1"
-        assert elapsed < COMMAND_TIMEOUT + MARGIN
-        assert time.monotonic() - t_fault < AT_ONCE, "pending command did not fail at once"
+        assert elapsed < COMMAND_TIMEOUT + MARGIN  # never hangs
+        # it failed at once, because the connection went away, not at its deadline
+        assert "no reply within" not in str(exc), exc
         fake.hold_replies(False)
 
     # The moment fs1 turned disconnected, nothing of it was left, and health said why.
@@ -416,6 +423,9 @@ def test_node_fault(cluster: Cluster, fault_name: str) -> None:
         if u.node == "fs1" and u.event == ev.DEL_MEMBER
     }
     assert dropped == before
+    ended = {u.conference.uuid for u in c.published if u.event == ev.CONFERENCE_DESTROY}
+    assert ended == conferences_before
+    assert all(u.reason == REASON_NODE_LOST for u in c.published)
     assert all(u.node == "fs1" for u in c.published)  # fs2 published nothing
     assert c.state.conferences("fs1") == [] and c.control.live("one-a") is None
     assert c.control.disconnected_nodes() == ["fs1"]
@@ -424,9 +434,12 @@ def test_node_fault(cluster: Cluster, fault_name: str) -> None:
     if fault.restarted:
         populate(fake.model, "one")  # FreeSWITCH is back up with new calls, ids from 1 again
     change_while_down(fake.model, "one")
-    elapsed, exc, reply = _timed_send(c.control, conf, c.builder.unlock("one-a"))
+    sent_before = len(fake.commands)
+    _, exc, reply = _timed_send(c.control, conf, c.builder.unlock("one-a"))
+    # refused without being sent, so without waiting for any reply or deadline
     assert isinstance(exc, FocusUnavailable) and exc.focus == "fs1", (exc, reply)
-    assert elapsed < 0.1
+    assert str(exc) == "node not connected"
+    assert not any("unlock" in line for _, line in fake.commands[sent_before:])
     assert actual(c.state, "fs2") == fs2_before
     _check_other_node_unaffected(c)
     wait_until(
@@ -435,27 +448,33 @@ def test_node_fault(cluster: Cluster, fault_name: str) -> None:
         what="health error %r (is %r)" % (fault.while_down, node.error),
     )
 
-    def retries() -> List[float]:
-        return [a.at for a in c.attempts if a.node == "fs1" and a.at > t_fault]
+    def chosen() -> List[float]:
+        return c.delays["fs1"][retried_before:]
 
     want = 2 if (fault.attempt_cost or fault.slow_retries) else DOWN_ATTEMPTS
-    wait_until(lambda: len(retries()) >= want + 1, timeout=4.0, what="%d retries" % want)
+    wait_until(
+        lambda: len(chosen()) >= want + 1,
+        timeout=(want + 1) * (RECONNECT_MAX + fault.attempt_cost) + 2 * MARGIN,
+        what="%d retries" % want,
+    )
     status = node.status()
     assert status["connected"] is False and fault.while_down in status["error"]
     assert (status["conferences"], status["participants"]) == (0, 0)
     assert not node.connected
 
-    # Backoff: attempts keep coming, never faster than reconnect_min, never slower than
-    # reconnect_max (plus what one attempt itself costs).
-    mine = retries()
-    gaps = [b - a for a, b in zip(mine, mine[1:])]
-    assert all(g >= RECONNECT_MIN * 0.9 for g in gaps), gaps
-    assert all(g <= RECONNECT_MAX + fault.attempt_cost + SLACK for g in gaps), gaps
-    if fault.slow_retries:
-        assert all(g >= RECONNECT_MAX / 2 * 0.9 for g in gaps), gaps
-    elif not fault.attempt_cost:
-        assert len(gaps) >= 3 and max(gaps) >= 2 * RECONNECT_MIN, gaps  # it backs off
-    assert node.attempts >= len(mine)
+    # Backoff, as chosen: reconnect_min after a session that ran, then doubling with jitter
+    # (each delay in the upper half of its ceiling) up to reconnect_max; after an auth failure
+    # every retry waits at least reconnect_max / 2.
+    delays = chosen()
+    assert delays[0] == RECONNECT_MIN, delays
+    for n, delay in enumerate(delays[1:], start=1):
+        ceiling = min(RECONNECT_MAX, RECONNECT_MIN * 2 ** (64 if fault.slow_retries else n))
+        assert ceiling / 2 <= delay <= ceiling, (n, delays)
+    assert max(delays) <= RECONNECT_MAX
+    if not fault.slow_retries:
+        assert len(delays) >= 3 and max(delays) >= 2 * RECONNECT_MIN, delays  # it backs off
+    # and each delay was followed by an attempt (the last one may still be under way)
+    assert node.attempts - attempts_before >= len(delays) - 1
 
     # FreeSWITCH comes back: confd holds what FreeSWITCH says, and follows it again.
     fault.restore(fake)

@@ -26,7 +26,7 @@ from confd.conferences.commands import (
     CommandBuilder,
     InvalidCommand,
 )
-from confd.conferences.state import LiveState
+from confd.conferences.state import REASON_NODE_LOST, REASON_RESYNC, LiveState
 from confd.esl import protocol as p
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
@@ -494,9 +494,19 @@ class Harness:
 
     def lose(self, node, restart) -> None:
         w = self.worlds[node]
-        before = sum(len(v[2]) for v in w.expected().values())
+        known = w.expected()
         updates = self.state.drop_node(node)
-        assert [u.event for u in updates] == [ev.DEL_MEMBER] * before
+        # events.md, lifecycle step 5: every participant leaves, then its conference ends, each
+        # with reason node_lost
+        assert all(u.reason == REASON_NODE_LOST for u in updates)
+        assert sorted(
+            (u.conference.uuid, u.participant.participant_id) for u in updates if u.participant
+        ) == sorted((uuid, mid) for uuid, (_, _, members) in known.items() for mid in members)
+        ends = [u.conference.uuid for u in updates if u.event == ev.CONFERENCE_DESTROY]
+        assert sorted(ends) == sorted(known)
+        for i, u in enumerate(updates):
+            if u.event == ev.CONFERENCE_DESTROY:
+                assert all(v.conference.uuid != u.conference.uuid for v in updates[i + 1 :])
         w.visible = False
         self.parser[node] = p.FrameParser()
         if restart:  # FreeSWITCH restarted: nothing survives, ids from 1 again
@@ -504,9 +514,41 @@ class Harness:
 
     def resync(self, node) -> None:
         w = self.worlds[node]
+        before = self.actual(node)
         snapshot = ev.snapshot_from_json_list(w.json_list(), node, 1_700_000_100.0)
-        self.state.apply(node, snapshot)
+        updates = self.state.apply(node, snapshot)
         w.visible = True
+        after = w.expected()
+        # events.md, lifecycle step 6: what confd learns or forgets, and only that, is published
+        # with reason resync, each conference created before its participants join
+        assert all(u.reason == REASON_RESYNC for u in updates)
+        creates = [u.conference.uuid for u in updates if u.event == ev.CONFERENCE_CREATE]
+        assert sorted(creates) == sorted(set(after) - set(before))
+        ends = [u.conference.uuid for u in updates if u.event == ev.CONFERENCE_DESTROY]
+        assert sorted(ends) == sorted(set(before) - set(after))
+
+        def calls(view):
+            return {(u, m, v[0]) for u, (_, _, ms) in view.items() for m, v in ms.items()}
+
+        joins = {
+            (u.conference.uuid, u.participant.participant_id, u.participant.call_id)
+            for u in updates
+            if u.event == ev.ADD_MEMBER
+        }
+        leaves = {
+            (u.conference.uuid, u.participant.participant_id, u.participant.call_id)
+            for u in updates
+            if u.event == ev.DEL_MEMBER
+        }
+        # a member id known under another conference uuid is a different participant
+        assert joins == calls(after) - calls(before)
+        assert leaves == calls(before) - calls(after)
+        created = set()
+        for u in updates:
+            if u.event == ev.CONFERENCE_CREATE:
+                created.add(u.conference.uuid)
+            elif u.event == ev.ADD_MEMBER and u.conference.uuid in creates:
+                assert u.conference.uuid in created
 
 
 _NODE = st.sampled_from(NODES)
