@@ -34,6 +34,7 @@ digits with ``SimulatedCall.type`` or gives each prompt its answer in advance (`
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import re
 import time
@@ -84,27 +85,30 @@ CALLING = {
 }
 
 # switch_url_encode: these (and control and non-ASCII bytes) become %XX; '/', ',', '(' stay.
-_URL_UNSAFE = set('\r\n "#%&+:;<=>?@[\\]^`{|}')
 _TONE_GROUP = re.compile(r"%\(([0-9]+),([0-9]+)")
 _CONFERENCE_ARG = re.compile(r"^([^@+\s]+)(?:@([^+\s]+))?(?:\+flags\{([^}]*)\})?\Z")
 DEFAULT_FILE_SECONDS = 1.0  # a sound file's nominal length
 HANGUP = object()  # an answer that hangs up during the prompt
 
 
+_UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f-\U0010ffff\r\n "#%&+:;<=>?@\[\\\]^`{|}]')
+
+
+@functools.lru_cache(maxsize=4096)
 def fs_quote(value: str) -> str:
-    out = []
-    for ch in str(value):
-        code = ord(ch)
-        if ch in _URL_UNSAFE or code < 32 or code > 126:
-            out.extend("%%%02X" % b for b in ch.encode("utf-8"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    """switch_url_encode: %XX for the unsafe characters (UTF-8 bytes beyond ASCII)."""
+    return _UNSAFE_RE.sub(lambda m: "".join("%%%02X" % b for b in m.group().encode()), value)
 
 
 def encode_header_block(pairs: Sequence[Tuple[str, str]]) -> bytes:
     """Header lines with switch_url_encode'd values, ended by an empty line."""
-    return ("".join("%s: %s\n" % (k, fs_quote(v)) for k, v in pairs) + "\n").encode()
+    return ("".join([_line(k, v) for k, v in pairs]) + "\n").encode()
+
+
+@functools.lru_cache(maxsize=65536)
+def _line(name: str, value: str) -> str:
+    # Most header lines repeat from one event of a call to the next: render each once.
+    return "%s: %s\n" % (name, fs_quote(str(value)))
 
 
 def encode_event(pairs: Sequence[Tuple[str, str]]) -> bytes:
@@ -160,6 +164,25 @@ class OutboundSide:
         self.played: List[Tuple[str, str]] = []  # (conference, file) played by `api ... play`
         self.calls: List[SimulatedCall] = []
         self._session_id = 0
+        self._in_rooms: Dict[str, SimulatedCall] = {}  # call uuid -> call in a conference
+        model.add_listener(self._on_model_event)
+
+    def _on_model_event(self, pairs: EventPairs) -> None:
+        """One listener for every call: a del-member ends that call's conference application
+        (kick, hup, an endconf moderator leaving)."""
+        if not self._in_rooms:
+            return
+        action = uid = ""
+        for k, v in pairs:
+            if k == "Action":
+                action = v
+                break
+            if k == "Unique-ID" and not uid:
+                uid = v
+        if action == "del-member":
+            call = self._in_rooms.pop(uid, None)
+            if call is not None:
+                call.left_room()
 
     def dial(self, address: Tuple[str, int], **kw) -> SimulatedCall:
         """A call that runs ``socket <address> async full`` (``mode="static"``: sync)."""
@@ -602,7 +625,7 @@ class SimulatedCall:
             except ValueError:
                 limit = 0
         self._left_room.clear()
-        model.add_listener(self._on_model_event)
+        self.side._in_rooms[self.uuid] = self
         member_id = model.join(
             name,
             caller_id_name=self.caller[0],
@@ -619,7 +642,7 @@ class SimulatedCall:
             ignore_lock=True,
         )
         if member_id is None:
-            model.remove_listener(self._on_model_event)
+            self.side._in_rooms.pop(self.uuid, None)
             return RESPONSE_NONE
         if conf is None and limit > 0:
             self.side.max_members[name] = limit
@@ -638,21 +661,14 @@ class SimulatedCall:
             while not self.down and not self._left_room.is_set():
                 self._pause(3600, until=self._left_room)
         finally:
-            model.remove_listener(self._on_model_event)
             if self.down and model.member(member_id) is not None:
                 model.leave(member_id)
+            self.side._in_rooms.pop(self.uuid, None)
         return RESPONSE_NONE
 
-    def _on_model_event(self, pairs: EventPairs) -> None:
-        action = uid = ""
-        for k, v in pairs:
-            if k == "Action" and not action:
-                action = v
-            elif k == "Unique-ID" and not uid:
-                uid = v
-        if action == "del-member" and uid == self.uuid:
-            self._left_room.set()
-            self._poke.set()
+    def left_room(self) -> None:
+        self._left_room.set()
+        self._poke.set()
 
     # --- hang-up and close -----------------------------------------------------------------------
 
