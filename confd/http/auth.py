@@ -3,20 +3,21 @@
 operations.md: a token works for its own account's paths; an admin account's token works for
 every account. Missing, unknown or expired token: 401. Valid token, other account: 403. For an
 admin, an account id that does not exist is 404 ``bad_identifier``; a non-admin gets 403 for
-any account but its own, so it cannot probe which accounts exist.
+any account but its own, so it cannot probe which accounts exist.  The check itself is
+``AccountService.scope``, which websocket subscriptions use too.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, Callable, Dict, TypeVar
+from typing import Any, Callable, TypeVar
 
 from flask import Blueprint, Response, current_app, g, request
 
 from confd.http import body
 from confd.http import errors as e
 from confd.http.responses import ok
+from confd.store import errors as store_errors
 from confd.store.schema import MSG_REQUIRED, MSG_TYPE
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 TOKEN_HEADER = "X-Auth-Token"
 API_KEY = "api_key"
 ACCOUNT_ID_ARG = "account_id"
-ACCOUNT_ID_RE = re.compile(r"[0-9a-f]{32}")
 MSG_OTHER_ACCOUNT = "this token is not valid for that account"
 
 # Views marked with ``public`` need no token (operations.md: health, metrics, the token exchange
@@ -91,14 +91,9 @@ def authorize() -> None:
     path_id = (request.view_args or {}).get(ACCOUNT_ID_ARG)
     if path_id is None:
         return
-    g.account = _path_account(ctx, account, path_id)
-
-
-def _path_account(ctx: Any, account: Dict[str, Any], path_id: str) -> Dict[str, Any]:
-    if path_id == account["id"]:
-        return account
-    if not account["admin"]:
-        raise e.Forbidden({"message": MSG_OTHER_ACCOUNT})
-    if not ACCOUNT_ID_RE.fullmatch(path_id):
-        raise e.BadIdentifier(path_id)
-    return ctx.store.accounts.get_account(path_id)  # NotFound -> 404 bad_identifier
+    # The check websocket subscriptions make too (the token's second check is a cache hit):
+    # 403 for another account, 404 bad_identifier for an admin and an unknown one.
+    try:
+        _, g.account = ctx.store.accounts.scope(token, path_id)
+    except store_errors.Forbidden:
+        raise e.Forbidden({"message": MSG_OTHER_ACCOUNT}) from None

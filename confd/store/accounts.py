@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import peewee
 
 from confd.store.db import db_session
-from confd.store.errors import InvalidCredentials, NotFound
+from confd.store.errors import Forbidden, InvalidCredentials, NotFound
 from confd.store.models import Models
 from confd.store.values import shown, text_problem
 
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 ACCOUNT_ID_BYTES = 16  # 32 hex characters
 API_KEY_BYTES = 32  # 64 hex characters
 TOKEN_BYTES = 32  # 64 hex characters
+# What issued ids and tokens look like: anything else is refused without a query.
+ACCOUNT_ID_RE = re.compile(r"[0-9a-f]{%d}" % (2 * ACCOUNT_ID_BYTES))
+TOKEN_RE = re.compile(r"[0-9a-f]{%d}" % (2 * TOKEN_BYTES))
+TOKEN_QUERY_CHUNK = 500  # token hashes per query (SQLite's bound on query parameters)
 
 # Compared against when a lookup finds nothing, so a miss costs the same comparison as a hit.
 _NO_MATCH_HASH = "0" * 64
@@ -162,7 +167,7 @@ class AccountService:
 
     def check_token(self, token: str | None) -> dict[str, Any]:
         """The account of a valid token, or ``InvalidCredentials`` (missing/unknown/expired)."""
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
             raise InvalidCredentials()
         wanted = secret_hash(token)
         now = self._clock()
@@ -186,6 +191,42 @@ class AccountService:
             self._token_cache.pop(next(iter(self._token_cache)))
         self._token_cache[wanted] = (account, min(now + TOKEN_CACHE_SECONDS, row.expires_at))
         return dict(account)
+
+    def scope(self, token: str | None, account_id: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """May ``token`` act for account ``account_id``? The one answer, for HTTP account paths
+        and websocket subscriptions alike (operations.md): a token acts for its own account; an
+        admin account's token for every account.  Returns ``(the token's account, the account
+        it acts for)``.  ``InvalidCredentials``: a missing, unknown or expired token (checked
+        first); ``Forbidden``: a non-admin token and another account, existing or not (it
+        cannot probe which exist); ``NotFound``: an admin token and no such account."""
+        account = self.check_token(token)
+        if account_id == account["id"]:
+            return account, account
+        if not account["admin"]:
+            raise Forbidden(str(account_id))
+        if not isinstance(account_id, str) or not ACCOUNT_ID_RE.fullmatch(account_id):
+            raise NotFound(str(account_id))
+        return account, self.get_account(account_id)
+
+    def valid_tokens(self, tokens: Iterable[str]) -> set[str]:
+        """Which of ``tokens`` are still valid (issued, neither revoked nor expired): one query
+        per TOKEN_QUERY_CHUNK, never answered from the cache, so a revocation made by another
+        process (``confd accounts rotate-key``) shows at once.  For long-lived subscriptions,
+        re-checked together every few seconds."""
+        by_hash = {
+            secret_hash(t): t for t in tokens if isinstance(t, str) and TOKEN_RE.fullmatch(t)
+        }
+        hashes = list(by_hash)
+        now = self._clock()
+        tok = self._m.token
+        valid: set[str] = set()
+        with db_session(self._db):
+            for i in range(0, len(hashes), TOKEN_QUERY_CHUNK):
+                rows = tok.select(tok.token_hash).where(
+                    tok.token_hash.in_(hashes[i : i + TOKEN_QUERY_CHUNK]) & (tok.expires_at > now)
+                )
+                valid.update(by_hash[row.token_hash] for row in rows)
+        return valid
 
     def token_expiry(self, token: str) -> float | None:
         """When a token expires (Unix time), or None for an unknown token."""

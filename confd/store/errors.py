@@ -9,6 +9,7 @@ error                     code  message
 ``Conflict``              409   ``datastore_conflict``
 ``ValidationFailed``      400   ``validation error``
 ``InvalidCredentials``    401   ``invalid_credentials``
+``Forbidden``             403   ``forbidden``
 ``DatabaseUnavailable``   503   (database down / locked)
 ========================  ====  ======================
 """
@@ -54,6 +55,14 @@ class InvalidCredentials(StoreError):
 
     def __init__(self) -> None:
         super().__init__("invalid credentials")
+
+
+class Forbidden(StoreError):
+    """A valid token that may not act for the account it names (another, non-admin one)."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__("this token is not valid for that account")
+        self.account_id = account_id
 
 
 class DatabaseUnavailable(StoreError):
