@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import gevent
 from gevent import socket
@@ -185,3 +185,48 @@ class EntryService:
     def _busy(self, sock: socket.socket) -> CallResult:
         """Over ``max_calls``: answer, goodbye, hang up (the same deadlines as a call)."""
         return CallSession(sock, self.ctx).refuse_busy()
+
+
+def settings_from(entry: Any, channel_var_prefix: str, name_pattern: str) -> rules.EntrySettings:
+    """EntrySettings from the configuration's ``entry`` section (any object with the
+    attributes of entry.md's keys; ``sounds`` an object or mapping whose unset sounds are None)
+    plus ``events.channel_var_prefix`` and ``freeswitch.conference_name_pattern``."""
+    given = getattr(entry, "sounds", None)
+    sounds: Dict[str, str] = {}
+    for name in c.SOUND_NAMES:
+        value = given.get(name) if isinstance(given, dict) else getattr(given, name, None)
+        if value is not None:
+            sounds[name] = value
+    return rules.EntrySettings(
+        default_account=entry.default_account,
+        default_profile=entry.default_profile,
+        number_tries=entry.number_tries,
+        pin_tries=entry.pin_tries,
+        digit_timeout=float(entry.digit_timeout),
+        channel_var_prefix=channel_var_prefix,
+        sounds=rules.Sounds(**sounds),
+        name_pattern=name_pattern,
+    )
+
+
+def from_config(
+    entry: Any,
+    *,
+    channel_var_prefix: str,
+    name_pattern: str,
+    directory: Directory,
+    rooms: RoomReader,
+    on_outcome: Optional[Callable[[str], None]] = None,
+    on_step: Optional[Callable[[float], None]] = None,
+) -> EntryService:
+    """The daemon's one call: ``from_config(cfg.entry, channel_var_prefix=...,
+    name_pattern=..., directory=StoreDirectory(store), rooms=live_rooms(state), ...)``."""
+    return EntryService(
+        listen=entry.listen,
+        settings=settings_from(entry, channel_var_prefix, name_pattern),
+        directory=directory,
+        rooms=rooms,
+        max_calls=entry.max_calls,
+        on_outcome=on_outcome,
+        on_step=on_step,
+    )
