@@ -3,9 +3,13 @@ account").
 
 * A conference document of the account: its id is the FreeSWITCH conference name.
 * An ad-hoc conference: live, no document anywhere, and its members' Account-ID channel variable
-  names the account. Listed and controllable; its document is the schema defaults.
+  names the account (the lowest member id carrying it decides). Listed and controllable; its
+  document is the schema defaults.
 * An orphan: live, no document, not claimed by an existing account. Only admin accounts see
   orphans, in their own conference list, marked ``_read_only.orphan: true``.
+
+The rule itself is ``confd.conferences.ownership``, shared with the websocket's event scoping, so
+a conference an account sees here is the one whose events its subscriptions receive.
 
 Live conferences whose name the command builder refuses (outside the configured conference
 name pattern) are never addressable, so they are never listed either.
@@ -17,7 +21,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set
 
-from confd.conferences.commands import InvalidCommand
+from confd.conferences import ownership
 from confd.conferences.model import Conference
 from confd.http import errors as e
 from confd.http import realtime
@@ -48,31 +52,33 @@ class Target:
 
 def addressable(ctx: Any, name: str) -> bool:
     """Whether ``name`` can be a conference confd controls (the builder accepts it)."""
-    try:
-        ctx.builder.check_name(name)
-    except InvalidCommand:
-        return False
-    return True
+    return ownership.name_check(ctx.builder.check_name)(name)
+
+
+_LOOK_UP = object()  # live_kind: the document's owner is not known yet
 
 
 def live_kind(
-    ctx: Any, account: Dict[str, Any], conf: Conference, documented: Optional[bool] = None
+    ctx: Any, account: Dict[str, Any], conf: Conference, document_owner: Any = _LOOK_UP
 ) -> Optional[str]:
     """``ad_hoc`` or ``orphan`` when this live conference without a document of ``account``
     belongs to ``account`` that way; None otherwise (including when it has a document).
-    ``documented``: whether some account has a document of it, when the caller knows."""
-    claimed = realtime.claimed_account(conf)
-    if claimed == account["id"]:
-        kind = KIND_AD_HOC
-    elif account["admin"] and (claimed is None or not ctx.store.accounts.account_exists(claimed)):
-        kind = KIND_ORPHAN
-    else:
-        return None
-    if documented is None:
-        documented = ctx.store.conferences.get_any(conf.name) is not None
-    if documented:
-        return None  # a document of some account owns it
-    return kind
+    ``document_owner``: the account of the conference's document (None: no document), when
+    the caller knows it.  The caller has checked that the name is addressable."""
+    claimed = ownership.claimed_account(conf.participants.values())
+    if claimed != account["id"] and not account["admin"]:
+        return None  # the members name another account: no need to ask the database
+    if document_owner is _LOOK_UP:
+        found = ctx.store.conferences.get_any(conf.name)
+        document_owner = found[0] if found is not None else None
+    if document_owner is not None:
+        return None  # a document owns it (one of this account's own was found by find())
+    owner = ownership.owner(addressable=True, document_owner=None, claim=claimed)
+    if owner == account["id"]:
+        return KIND_AD_HOC
+    if account["admin"] and (owner is None or not ctx.store.accounts.account_exists(owner)):
+        return KIND_ORPHAN
+    return None
 
 
 def find(ctx: Any, account: Dict[str, Any], conference_id: str) -> Target:
@@ -101,14 +107,14 @@ def live_only(ctx: Any, account: Dict[str, Any], own_ids: Set[str]) -> List[Targ
         for conf in ctx.control.conferences()
         if conf.name not in own_ids and addressable(ctx, conf.name)
     ]
-    documented = ctx.store.conferences.owners(candidates)  # one query, not one per conference
+    documents = ctx.store.conferences.owners(candidates)  # one query, not one per conference
     for name in candidates:
         if name in found:
             continue
         live = ctx.control.live(name)  # the instance actions go to
         if live is None:
             continue
-        kind = live_kind(ctx, account, live, documented=name in documented)
+        kind = live_kind(ctx, account, live, document_owner=documents.get(name))
         if kind is not None:
             found[name] = Target(name, kind, None, live)
     return [found[name] for name in sorted(found)]

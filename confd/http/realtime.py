@@ -1,4 +1,6 @@
-"""Live state as the API shows it (api.md, "Realtime"), and who a live conference belongs to.
+"""Live state as the API shows it (api.md, "Realtime").
+
+Who a live conference belongs to is ``confd.conferences.ownership``.
 
 Pure functions of a ``Conference`` value and the time; no I/O.
 """
@@ -9,25 +11,9 @@ from typing import Any, Dict, List, Optional
 
 from confd.conferences.model import Conference
 
-# events.md: ``variable_<prefix>Account-ID`` becomes custom_channel_vars["account_id"].
-ACCOUNT_ID_VAR = "account_id"
-
 # Markers in ``_read_only`` for conferences that have no document of their own.
 AD_HOC = "ad_hoc"
 ORPHAN = "orphan"
-
-
-def claimed_account(conf: Conference) -> Optional[str]:
-    """The account the members name in their Account-ID channel variable.
-
-    Should members disagree, the one with the lowest member id (the first still there) decides,
-    so the answer does not change while the conference runs unless that member leaves.
-    """
-    for member_id in sorted(conf.participants):
-        value = conf.participants[member_id].custom_channel_vars.get(ACCOUNT_ID_VAR)
-        if value:
-            return value
-    return None
 
 
 def duration(conf: Conference, now: float) -> int:
