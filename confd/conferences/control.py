@@ -9,7 +9,7 @@ import time
 from typing import Callable, Dict, List, Optional, Protocol
 
 from confd.conferences.commands import Command, reply_ok
-from confd.conferences.model import Conference
+from confd.conferences.model import Conference, Participant
 from confd.conferences.state import LiveState
 from confd.esl.connection import EslError
 
@@ -35,6 +35,19 @@ class FocusUnavailable(ControlError):
     def __init__(self, focus: Optional[str], why: str = "") -> None:
         super().__init__(why or "focus unavailable")
         self.focus = focus
+
+
+class MemberChanged(ControlError):
+    """The member id no longer names the call the caller meant: the call left, or its
+    conference ended (a node restart) and the id now names another call.  Nothing was sent."""
+
+    def __init__(self, member: Participant, now: Optional[Participant]) -> None:
+        super().__init__(
+            "member %d is no longer call %s (%s)"
+            % (member.participant_id, member.call_id, "now " + now.call_id if now else "gone")
+        )
+        self.member = member
+        self.now = now
 
 
 class CommandRejected(ControlError):
@@ -77,13 +90,28 @@ class ConferenceControl:
 
     # --- commands ------------------------------------------------------------------------------
 
-    def send(self, conference: Conference, command: Command) -> str:
+    def send(
+        self, conference: Conference, command: Command, member: Optional[Participant] = None
+    ) -> str:
         """Send ``command`` to the node hosting ``conference``; returns the ``+OK`` reply.
-        Raises ``FocusUnavailable`` (node down or lost meanwhile) or ``CommandRejected``."""
+        Raises ``FocusUnavailable`` (node down or lost meanwhile) or ``CommandRejected``.
+
+        ``member``: the participant the command is about, as the caller resolved it, maybe
+        before something that yielded (a database call).  Member ids start again at 1 when
+        FreeSWITCH restarts, so the command is sent only if that member id of that very
+        conference instance is still that call (``MemberChanged`` otherwise); nothing yields
+        between this check and the command's write."""
         node = self._nodes.get(conference.node)
         if node is None or not node.connected:
             self._on_command(command.action, "unavailable")
             raise FocusUnavailable(conference.node, "node not connected")
+        if member is not None:
+            now = self._state.member(conference.node, conference.uuid, member.participant_id)
+            if now is None or now.call_id != member.call_id:
+                self._on_command(command.action, "stale")
+                changed = MemberChanged(member, now)
+                log.info("node %s: %r not sent: %s", conference.node, command.text, changed)
+                raise changed
         try:
             reply = node.api(command)
         except EslError as exc:  # not connected, lost meanwhile, or past the deadline

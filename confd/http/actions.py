@@ -10,6 +10,7 @@ import logging
 from typing import Any, Callable, Dict, Optional
 
 from confd.conferences.commands import Command
+from confd.conferences.control import MemberChanged
 from confd.conferences.model import Conference
 from confd.http import errors as e
 from confd.http.lookup import Target
@@ -42,12 +43,34 @@ def perform(
     build: Callable[[], Command],
     participant_id: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Check the conference (and participant) is live, send the command, return 202's data."""
+    """Check the conference (and participant) is live, send the command, return 202's data.
+
+    ``target`` was resolved before a database call that may have yielded for seconds; a node
+    may have restarted and resynced meanwhile, with member ids starting again at 1.  So:
+    - an action on a participant goes only to the call the member id named when it was
+      resolved; if that member id now names another call, or nobody, nothing is sent and it
+      is 404 ``bad_identifier`` (api.md: live but no such participant), or the not-live
+      error when the conference is not live any more;
+    - an action on the conference (lock, mute everyone, ...) names the conference, not one
+      instance of it: it goes to the instance live right now, or is refused as not live."""
     conf = running(ctx, target)
-    if participant_id is not None and participant_id not in conf.participants:
-        raise e.BadIdentifier(str(participant_id))
+    member = None
+    if participant_id is not None:
+        member = conf.participants.get(participant_id)
+        if member is None:
+            raise e.BadIdentifier(str(participant_id))
     command = build()
-    reply = ctx.control.send(conf, command)  # FocusUnavailable / CommandRejected
+    if member is None:
+        now = ctx.control.live(target.conference_id)
+        if now is None:
+            raise not_live_error(ctx, target.conference_id)
+        conf = now
+    try:
+        reply = ctx.control.send(conf, command, member)  # FocusUnavailable / CommandRejected
+    except MemberChanged:
+        if ctx.control.live(target.conference_id) is None:
+            raise not_live_error(ctx, target.conference_id) from None
+        raise e.BadIdentifier(str(participant_id)) from None
     log.info(
         "account %s: %s on node %s: %s",
         account_id,

@@ -3,7 +3,9 @@ the conference, the 202 names it, and the state after FreeSWITCH's events shows 
 
 from __future__ import annotations
 
+import gevent
 import pytest
+from gevent.event import Event
 
 from confd_tests.conftest import wait_until
 from confd_tests.http.conftest import hexid
@@ -304,3 +306,106 @@ def test_node_that_stops_answering_is_503_not_a_hang(harness, room):
     )
     data = assert_error(reply, 503, "focus_unavailable")
     assert data == {"focus": "fs1"}
+
+
+# --- a node restart while the request waits for the database (issue 10, item 10) ----------------
+
+
+class HeldDatabase:
+    """``store.conferences.get`` (the call an action makes after resolving the live conference)
+    waits, once armed, until the test releases it: the node can restart meanwhile."""
+
+    def __init__(self, harness, monkeypatch) -> None:
+        self.entered, self.released = Event(), Event()
+        store = harness.daemon.store.conferences
+        real = store.get
+
+        def held(*args, **kwargs):
+            self.entered.set()
+            assert self.released.wait(30), "never released"
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "get", held)
+
+
+def restart_fs1(harness, conf, *callers):
+    """FreeSWITCH restarts (member ids from 1 again) and these callers join the conference
+    anew; returns their member ids once confd has resynced the node."""
+    fake, node = harness.fakes["fs1"], harness.node("fs1")
+    sessions = node.connects
+    fake.refuse(True)
+    fake.restart(notice=None)
+    ids = [fake.model.join(conf, caller_id_name=name) for name in callers]
+    fake.refuse(False)
+
+    def resynced():
+        now = harness.live(conf)
+        return (
+            node.connected
+            and node.connects > sessions
+            and all(now is not None and i in now.participants for i in ids)
+        )
+
+    wait_until(resynced, timeout=10, what="fs1 restarted and resynced")
+    return ids
+
+
+def test_a_member_id_reused_after_a_restart_is_404_and_nothing_is_sent(harness, room, monkeypatch):
+    """ "kick 1" resolved member 1 (Ann) before a database call; FreeSWITCH restarted meanwhile
+    and member 1 is now another call: it is not kicked."""
+    acme, conf, ids = room
+    db = HeldDatabase(harness, monkeypatch)
+    path = acme.path(f"/conferences/{conf}/participants/{ids['ann']}")
+    request = gevent.spawn(acme.api.put, path, {"action": "kick"})
+    assert db.entered.wait(10)
+    (zed,) = restart_fs1(harness, conf, "Zed")
+    assert zed == ids["ann"]  # the same member id, another call
+    marks = harness.marks()
+    db.released.set()
+    reply = request.get(timeout=10)
+    data = assert_error(reply, 404, "bad_identifier")
+    assert data["cause"] == str(ids["ann"])
+    assert harness.any_sent_since(marks) == []
+    assert zed in harness.live(conf).participants
+    assert [m.caller_id_name for m in harness.fakes["fs1"].model.members(conf)] == ["Zed"]
+
+
+def test_a_member_gone_with_its_conference_after_a_restart_is_not_running(
+    harness, room, monkeypatch
+):
+    acme, conf, ids = room
+    db = HeldDatabase(harness, monkeypatch)
+    path = acme.path(f"/conferences/{conf}/participants/{ids['ben']}")
+    request = gevent.spawn(acme.api.put, path, {"action": "mute"})
+    assert db.entered.wait(10)
+    restart_fs1(harness, conf)  # back, with nobody in the conference
+    marks = harness.marks()
+    db.released.set()
+    reply = request.get(timeout=10)
+    assert_error(reply, 409, "conference_not_running")
+    assert harness.any_sent_since(marks) == []
+
+
+def test_a_conference_action_goes_to_the_instance_live_after_a_restart(
+    make_harness, tmp_path, monkeypatch
+):
+    """lock names the conference, not one instance of it: when the conference's node restarted
+    and the conference lives on another node by the time the command goes out, it is that
+    instance that is locked (never a node that no longer hosts it)."""
+    harness = make_harness(f"sqlite:///{tmp_path}/confd.db", nodes=("fs1", "fs2"))
+    acme = harness.account()
+    conf = harness.conference(acme, name="room")
+    harness.join("fs1", conf, name="Ann")
+    db = HeldDatabase(harness, monkeypatch)
+    request = gevent.spawn(acme.api.put, acme.path(f"/conferences/{conf}"), {"action": "lock"})
+    assert db.entered.wait(10)
+    restart_fs1(harness, conf)  # fs1 is back, empty ...
+    harness.join("fs2", conf, name="Ann again")  # ... and the caller dialled in through fs2
+    assert harness.live(conf).node == "fs2"
+    marks = harness.marks()
+    db.released.set()
+    reply = request.get(timeout=10)
+    assert reply.status == 202, reply
+    assert harness.any_sent_since(marks) == [f"api conference {conf} lock"]
+    assert harness.fakes["fs2"].model.conferences[conf].locked
+    wait_until(lambda: harness.live(conf).is_locked, what="the live instance locked")
