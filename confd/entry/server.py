@@ -110,8 +110,8 @@ class EntryService:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop accepting; calls still in entry get ``timeout`` seconds, then their greenlets
-        are killed (their sockets close: FreeSWITCH ends the current prompt and continues the
-        dialplan, which hangs up)."""
+        are killed (their sockets close: the application running on the call finishes, then
+        FreeSWITCH continues the dialplan after ``socket``, which hangs up)."""
         server, self._server = self._server, None
         self._stopping = True
         if server is None:

@@ -226,8 +226,8 @@ class CallSession:
             log.exception("entry: call %s failed", r.call_id or "?")
             r.outcome, r.reason = c.OUTCOME_ERROR, "internal error: %r" % exc
         except gevent.GreenletExit:
-            # confd is stopping: the socket closes without `exit`; FreeSWITCH ends the
-            # running prompt and continues the dialplan (which hangs up).
+            # confd is stopping: the socket closes without `exit`; the application running
+            # on the call finishes, then the dialplan continues after `socket` (hangs up).
             if r.outcome != c.OUTCOME_JOINED:
                 r.outcome = c.OUTCOME_ERROR
             r.reason = "confd stopping"

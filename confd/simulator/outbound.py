@@ -701,7 +701,8 @@ class SimulatedCall:
             # caller leaves, the dialplan continues after `socket` (the snippet hangs up).
             gevent.spawn(self._after_socket)
         elif not self.down:
-            # Nothing running holds the call: the park loop ends, the dialplan hangs up.
+            # The park loop ends and the dialplan hangs up.  (Real FreeSWITCH first lets the
+            # running application finish; the simulation ends it at once.)
             self.hung_up_by = self.hung_up_by or "dialplan"
             self.down = True
             self.hangup_cause = self.hangup_cause or "NORMAL_CLEARING"
