@@ -24,10 +24,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import logging
 
     from confd.config import Config
+    from confd.store import Store
 
 PROG = "confd"
 EXIT_OK = 0
-EXIT_CONFIG_ERROR = 2  # also argparse's status for a usage error
+# A config error, a usage error (argparse's status too), and a database or an address named by
+# the config (or an option) that cannot be used: the operator has something to fix.
+EXIT_CONFIG_ERROR = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 DEFAULT_COMMAND = "run"
@@ -35,6 +38,29 @@ DEFAULT_COMMAND = "run"
 GEVENT_COMMANDS = frozenset(("run", "demo"))
 
 Handler = Callable[[argparse.Namespace, "Config"], int]
+
+
+class CannotStart(Exception):
+    """What the config (or an option) names cannot be used, e.g. the database cannot be
+    opened: ``main`` prints the message and exits EXIT_CONFIG_ERROR, without a traceback."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line of text (libpq's messages span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _open_store(cfg: Config) -> Store:
+    """The config's database, opened and with its schema in place, or ``CannotStart``."""
+    from confd.config import config_to_dict
+    from confd.store import Store
+
+    try:
+        return Store.from_url(cfg.database.url)
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, the operator must act
+        shown = config_to_dict(cfg)["database"]["url"]  # its password masked
+        raise CannotStart(f"cannot open the database {shown}: {_one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,9 +81,10 @@ def _log_start(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     configure_logging(cfg.log.level)
     _log_start(args)
+    store = _open_store(cfg)
     from confd.daemon import run_daemon
 
-    return run_daemon(cfg)
+    return run_daemon(cfg, store=store)
 
 
 def _cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
@@ -73,25 +100,28 @@ def _cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    from confd.config import ConfigError, DatabaseConfig
+
     configure_logging(cfg.log.level)
     _log_start(args)
     from confd.simulator.demo import run_demo
 
-    return run_demo(cfg, port=args.port)
+    # The demo's own database unless --database names one: never the configured one, which
+    # on a production host is the daemon's (a demo account there is a live api key).
+    url = args.database if args.database is not None else DEMO_DATABASE_URL
+    try:
+        database = DatabaseConfig(url=url)
+    except ConfigError as exc:
+        raise ConfigError("--database", exc.reason) from None
+    cfg = dataclasses.replace(cfg, database=database)
+    return run_demo(cfg, _open_store(cfg), port=args.port)
 
 
 # --- accounts (operations.md: create and list print JSON, rotate-key the new key) ---------------
 
-EXIT_ACCOUNTS_ERROR = 1  # unknown account, database unreachable
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from confd.store import Store
-
-
-def _open_store(cfg: Config) -> Store:
-    from confd.store import Store
-
-    return Store.from_url(cfg.database.url)
+EXIT_NO_SUCH_ACCOUNT = 1
 
 
 def _print_json(value: object) -> None:
@@ -106,11 +136,7 @@ def _accounts_command(run: Callable[[argparse.Namespace, Store], object]) -> Han
     def handler(args: argparse.Namespace, cfg: Config) -> int:
         from confd.store import NotFound, StoreError
 
-        try:
-            store = _open_store(cfg)
-        except (StoreError, ValueError) as exc:
-            sys.stderr.write(f"{PROG}: cannot open the database: {exc}\n")
-            return EXIT_ACCOUNTS_ERROR
+        store = _open_store(cfg)
         try:
             result = run(args, store)
             if isinstance(result, str):
@@ -119,13 +145,13 @@ def _accounts_command(run: Callable[[argparse.Namespace, Store], object]) -> Han
                 _print_json(result)
         except NotFound as exc:
             sys.stderr.write(f"{PROG}: no such account: {exc.cause}\n")
-            return EXIT_ACCOUNTS_ERROR
+            return EXIT_NO_SUCH_ACCOUNT
         except ValueError as exc:
             sys.stderr.write(f"{PROG}: {exc}\n")
             return EXIT_CONFIG_ERROR
-        except StoreError as exc:
-            sys.stderr.write(f"{PROG}: {exc}\n")
-            return EXIT_ACCOUNTS_ERROR
+        except StoreError as exc:  # opened, then unusable: read-only, locked, gone
+            sys.stderr.write(f"{PROG}: the database: {_one_line(exc)}\n")
+            return EXIT_CONFIG_ERROR
         finally:
             store.close()
         return EXIT_OK
@@ -193,6 +219,18 @@ def _register_check_config(subparsers: argparse._SubParsersAction) -> None:  # t
     )
 
 
+# ``confd demo``'s own database, relative to the working directory as the daemon's default.
+DEMO_DATABASE_URL = "sqlite:///confd-demo/demo.db"
+
+
+def _port_number(text: str) -> int:
+    """``--port``: a TCP port, 0 for any free one (argparse reports the error, exit 2)."""
+    value = int(text) if text.isdigit() and len(text) <= 5 else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return value
+
+
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = _add_command(
         subparsers,
@@ -200,7 +238,14 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         _cmd_demo,
         "run the daemon against a built-in simulated FreeSWITCH node",
     )
-    parser.add_argument("--port", type=int, default=None, metavar="N", help="HTTP port")
+    parser.add_argument("--port", type=_port_number, default=None, metavar="N", help="HTTP port")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=None,
+        help="database for the demo account (default: %s, never the configured one)"
+        % DEMO_DATABASE_URL,
+    )
 
 
 def _register_accounts(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -301,8 +346,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args.config_path = resolve_config_path(args.config, os.environ)
         cfg = load_config(args.config_path, os.environ)
-    except ConfigError as exc:
+        return handler(args, cfg)
+    except ConfigError as exc:  # the file, the environment, or an option such as --database
         where = f"{exc.source}: " if exc.source and exc.source != exc.key else ""
         sys.stderr.write(f"{PROG}: {where}{exc}\n")
         return EXIT_CONFIG_ERROR
-    return handler(args, cfg)
+    except CannotStart as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return EXIT_CONFIG_ERROR

@@ -282,12 +282,18 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def run_daemon(cfg: Config) -> int:
+# The exit status when the config names a database or an address that cannot be used: the
+# command line's status for a config error too (operations.md: "exits 2 with a clear message").
+EXIT_CANNOT_START = 2
+
+
+def run_daemon(cfg: Config, store: Optional[Store] = None) -> int:
+    """Run until a signal; ``store``: the database, when the caller has opened it already."""
     try:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, store=store)
     except Exception as exc:  # the database cannot be opened, or is newer than this code
         log.error("cannot start: %s", exc)
-        return 1
+        return EXIT_CANNOT_START
     handlers = [
         gevent.signal_handler(signal.SIGTERM, daemon.request_stop, signal.SIGTERM),
         gevent.signal_handler(signal.SIGINT, daemon.request_stop, signal.SIGINT),
@@ -296,7 +302,7 @@ def run_daemon(cfg: Config) -> int:
         daemon.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
-        return 1
+        return EXIT_CANNOT_START
     _freeze_startup_objects()
     try:
         code = daemon.wait()

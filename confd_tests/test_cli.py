@@ -78,6 +78,19 @@ def no_gevent(monkeypatch):
 
 
 @pytest.fixture
+def fake_store(monkeypatch):
+    """Record which database a command opens instead of opening it."""
+    opened = []
+
+    def open_store(cfg):
+        opened.append(cfg.database.url)
+        return ("store", cfg.database.url)
+
+    monkeypatch.setattr(cli, "_open_store", open_store)
+    return opened
+
+
+@pytest.fixture
 def fake_logging(monkeypatch):
     levels = []
     monkeypatch.setattr(cli, "configure_logging", lambda level: levels.append(level))
@@ -226,8 +239,8 @@ def test_bad_env_override_exits_2(capsys, clean_env, monkeypatch, good_file):
 def _fake_module(monkeypatch, name: str, func_name: str, result: int):
     calls = []
 
-    def func(cfg, **kwargs):
-        calls.append((cfg, kwargs))
+    def func(cfg, *args, **kwargs):
+        calls.append((cfg, args, kwargs))
         return result
 
     module = types.ModuleType(name)
@@ -238,15 +251,19 @@ def _fake_module(monkeypatch, name: str, func_name: str, result: int):
 
 @pytest.mark.parametrize("argv", [["run"], []])
 def test_run_patches_gevent_configures_logging_and_runs_daemon(
-    argv, monkeypatch, good_file, clean_env, no_gevent, fake_logging
+    argv, monkeypatch, good_file, clean_env, no_gevent, fake_logging, fake_store
 ):
     calls = _fake_module(monkeypatch, "confd.daemon", "run_daemon", 7)
     monkeypatch.setenv("CONFD_CONFIG", str(good_file))
     assert cli.main(argv) == 7
     assert no_gevent == [True]
     assert fake_logging == ["info"]
-    ((cfg, kwargs),) = calls
-    assert isinstance(cfg, Config) and cfg.http.port == 8181 and kwargs == {}
+    ((cfg, args, kwargs),) = calls
+    assert isinstance(cfg, Config) and cfg.http.port == 8181 and args == ()
+    # The database is opened before the daemon is built, so that a database it cannot
+    # open is a clear error (exit 2), not a daemon that fails to start.
+    assert fake_store == ["postgresql://confd:dbsecret@db.example/confd"]
+    assert kwargs == {"store": ("store", fake_store[0])}
 
 
 def test_run_bad_config_exits_2_without_running(
@@ -258,26 +275,42 @@ def test_run_bad_config_exits_2_without_running(
     assert "freeswitch.nodes[0].port" in capsys.readouterr().err
 
 
-def test_demo_passes_port(monkeypatch, clean_env, no_gevent, fake_logging, tmp_path):
+def test_demo_passes_port(monkeypatch, clean_env, no_gevent, fake_logging, fake_store, tmp_path):
     calls = _fake_module(monkeypatch, "confd.simulator.demo", "run_demo", 0)
     config = tmp_path / "c.yml"
     config.write_text("log: {level: DEBUG}\n", encoding="utf-8")
     assert cli.main(["demo", "--port", "8899", "--config", str(config)]) == 0
     assert no_gevent == [True]
     assert fake_logging == ["debug"]
-    ((cfg, kwargs),) = calls
+    ((cfg, args, kwargs),) = calls
     assert kwargs == {"port": 8899}
     assert cfg.log.level == "debug"
 
 
-def test_demo_port_defaults_to_none(monkeypatch, clean_env, no_gevent, fake_logging, tmp_path):
+def test_demo_port_defaults_to_none(
+    monkeypatch, clean_env, no_gevent, fake_logging, fake_store, tmp_path
+):
     calls = _fake_module(monkeypatch, "confd.simulator.demo", "run_demo", 0)
     monkeypatch.setenv("CONFD_CONFIG", str(tmp_path / "absent.yml"))
     assert cli.main(["demo"]) == 2  # an explicit ($CONFD_CONFIG) path must exist
     monkeypatch.setenv("CONFD_CONFIG", "")
     monkeypatch.setattr("confd.config.DEFAULT_CONFIG_PATH", str(tmp_path / "absent.yml"))
     assert cli.main(["demo"]) == 0
-    assert calls[0][1] == {"port": None}
+    assert calls[0][2] == {"port": None}
+
+
+def test_demo_uses_its_own_database_not_the_configured_one(
+    monkeypatch, clean_env, no_gevent, fake_logging, fake_store, good_file
+):
+    calls = _fake_module(monkeypatch, "confd.simulator.demo", "run_demo", 0)
+    assert cli.main(["demo", "--config", str(good_file)]) == 0
+    assert fake_store == [cli.DEMO_DATABASE_URL] != ["postgresql://confd:dbsecret@db.example/confd"]
+    ((cfg, (store,), _),) = calls
+    assert cfg.database.url == cli.DEMO_DATABASE_URL and store == ("store", cli.DEMO_DATABASE_URL)
+    assert cfg.http.port == 8181  # the rest of the config is the configured one
+    # --database names another; the configured one only when asked for by name.
+    assert cli.main(["demo", "--config", str(good_file), "--database", "sqlite:///x.db"]) == 0
+    assert fake_store[-1] == "sqlite:///x.db" and calls[-1][0].database.url == "sqlite:///x.db"
 
 
 def test_configure_logging_format_and_level():

@@ -119,7 +119,7 @@ def test_unreachable_database_is_a_clear_error(tmp_path, monkeypatch, capsys):
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     monkeypatch.setenv("CONFD_DATABASE_URL", "postgresql://confd:pw@127.0.0.1:9/confd")
     code, out, err = run(capsys, "accounts", "list")
-    assert code == 1 and out == "" and "cannot open the database" in err
+    assert code == 2 and out == "" and "cannot open the database" in err  # a config to fix
     assert "pw" not in err.replace("cannot open", "")
 
 

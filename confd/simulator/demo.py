@@ -2,6 +2,14 @@
 
 A newcomer with no FreeSWITCH sees the API and the events work: a demo account, two
 conference documents, callers joining, talking, being muted and leaving.
+
+The demo never touches what the daemon serves: it keeps its account in a database of its own
+(the command line opens ``cli.DEMO_DATABASE_URL`` unless ``--database`` names another) and
+publishes to no AMQP broker, so running it on a production host adds no api key to the
+production database and no simulated caller reaches the production event consumers.  It
+binds its HTTP port before it writes anything, and each start takes the demo account (and
+its documents) of the last one again, with a new api key (only a hash of the old one is
+stored, so it cannot be printed again).
 """
 
 from __future__ import annotations
@@ -11,50 +19,70 @@ import logging
 import random
 import signal
 import sys
-from typing import List, Optional, TextIO
+from typing import Dict, List, Optional, TextIO, Tuple
 
 import gevent
 from gevent.event import Event
 
-from confd.config import Config, NodeConfig
-from confd.daemon import Daemon
+from confd.config import Config, NodeConfig, config_to_dict
+from confd.daemon import EXIT_CANNOT_START, Daemon
 from confd.simulator.activity import run_activity
 from confd.simulator.model import ConferenceModel
 from confd.simulator.server import FakeFreeSwitch
-from confd.store import Store
+from confd.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-DEMO_ACCOUNT = "demo"
+# Distinctive, so that a database given with --database is unlikely to hold a real account
+# of that name (its api key is replaced at every start).
+DEMO_ACCOUNT = "confd-demo"
 DEMO_CONFERENCES = ("Daily standup", "Support bridge")
+DEMO_FIRST_NUMBER = 7100
 
 
 def demo_config(cfg: Config, fs_port: int, http_port: Optional[int]) -> Config:
-    """The configuration, pointed at the simulator (and at ``--port`` when given)."""
+    """The configuration, pointed at the simulator (and at ``--port`` when given), with no
+    AMQP broker: the simulated callers' events stay in this process."""
     node = NodeConfig(host="127.0.0.1", port=fs_port, password="ClueCon", name="sim")
     fs = dataclasses.replace(cfg.freeswitch, nodes=(node,))
     http = cfg.http if http_port is None else dataclasses.replace(cfg.http, port=http_port)
-    return dataclasses.replace(cfg, freeswitch=fs, http=http)
+    events = dataclasses.replace(cfg.events, amqp_url=None)
+    return dataclasses.replace(cfg, freeswitch=fs, http=http, events=events)
 
 
-def prepare_account(store: Store) -> tuple:
-    """A fresh demo account with two conference documents; returns (account, key, ids)."""
-    account, api_key = store.accounts.create_account(DEMO_ACCOUNT)
+def prepare_account(store: Store) -> Tuple[Dict, str, List[str]]:
+    """The demo account with its two conference documents, made on the first start and
+    taken again on the next ones; returns (account, a new api key, document ids)."""
+    mine = [a for a in store.accounts.list_accounts() if a["name"] == DEMO_ACCOUNT]
+    if mine:
+        account = mine[0]  # the oldest, should an earlier version have made more
+        api_key = store.accounts.rotate_key(account["id"])
+        docs, _ = store.conferences.list(account["id"])
+    else:
+        account, api_key = store.accounts.create_account(DEMO_ACCOUNT)
+        docs = []
+    by_name = {doc.data.get("name"): doc.id for doc in docs}
     ids: List[str] = []
     for i, name in enumerate(DEMO_CONFERENCES):
-        doc = store.conferences.create(
-            account["id"],
-            {"name": name, "conference_numbers": [str(7100 + i)], "member": {"join_muted": False}},
-        )
-        ids.append(doc.id)
+        if name not in by_name:
+            body = {
+                "name": name,
+                "conference_numbers": [str(DEMO_FIRST_NUMBER + i)],
+                "member": {"join_muted": False},
+            }
+            by_name[name] = store.conferences.create(account["id"], body).id
+        ids.append(by_name[name])
     return account, api_key, ids
 
 
-def instructions(base: str, account_id: str, api_key: str, conference_id: str) -> str:
+def instructions(
+    base: str, account_id: str, api_key: str, conference_id: str, database: str = ""
+) -> str:
     ws = base.replace("http://", "ws://") + "/v2/websocket"
     return f"""
 confd demo is running: HTTP API on {base}, one simulated FreeSWITCH node "sim".
 Demo account {account_id}, api key {api_key}
+(kept in {database or "the demo's database"}; the next start takes it again, with a new key)
 
 Get a token:
   TOKEN=$(curl -s -X PUT {base}/v2/api_auth -d '{{"data": {{"api_key": "{api_key}"}}}}' \\
@@ -78,51 +106,57 @@ Health: curl -s {base}/v2/health      Stop: Ctrl-C
 
 def run_demo(
     cfg: Config,
+    store: Store,
     port: Optional[int] = None,
     *,
     out: TextIO = sys.stdout,
     seed: Optional[int] = None,
     interval: float = 1.0,
 ) -> int:
+    """Serve the demo on ``store`` (the demo's database, opened by the caller, closed here)
+    until SIGINT/SIGTERM; returns the exit status."""
     fake = FakeFreeSwitch(ConferenceModel(hostname="sim")).start()
     cfg = demo_config(cfg, fake.port, port)
+    daemon = Daemon(cfg, store=store)
     try:
-        daemon = Daemon(cfg)
-    except Exception as exc:  # the database cannot be opened
+        daemon.start()  # binds the HTTP port: nothing is written before it is ours
+    except OSError as exc:
         log.error("cannot start: %s", exc)
+        store.close()
         fake.stop()
-        return 1
-    account, api_key, ids = prepare_account(daemon.store)
+        return EXIT_CANNOT_START
     stop = Event()
     handlers = [
         gevent.signal_handler(signal.SIGTERM, stop.set),
         gevent.signal_handler(signal.SIGINT, stop.set),
     ]
+    activity: Optional[gevent.Greenlet] = None
     try:
-        daemon.start()
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        fake.stop()
-        return 1
-    base = "http://%s:%d" % (cfg.http.host, daemon.http_port)
-    out.write(instructions(base, account["id"], api_key, ids[0]))
-    out.flush()
-    activity = gevent.spawn(
-        run_activity,
-        fake.model,
-        ids,
-        rng=random.Random(seed),
-        account_id=account["id"],
-        interval=interval,
-        stop_event=stop,
-    )
-    try:
+        try:
+            account, api_key, ids = prepare_account(store)
+        except StoreError as exc:
+            log.error("cannot start: the demo account: %s", exc)
+            return EXIT_CANNOT_START
+        base = "http://%s:%d" % (cfg.http.host, daemon.http_port)
+        shown = config_to_dict(cfg)["database"]["url"]  # a password masked
+        out.write(instructions(base, account["id"], api_key, ids[0], shown))
+        out.flush()
+        activity = gevent.spawn(
+            run_activity,
+            fake.model,
+            ids,
+            rng=random.Random(seed),
+            account_id=account["id"],
+            interval=interval,
+            stop_event=stop,
+        )
         gevent.wait([stop, daemon.stopped_event], count=1)
+        return daemon.exit_code
     finally:
         stop.set()
-        activity.kill()
-        daemon.stop()
+        if activity is not None:
+            activity.kill()
+        daemon.stop()  # closes the store too
         fake.stop()
         for h in handlers:
             h.cancel()
-    return daemon.exit_code

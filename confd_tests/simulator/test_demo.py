@@ -56,7 +56,8 @@ def test_demo_starts_prints_instructions_and_shows_live_callers(tmp_path):
                 break
             time.sleep(0.2)
         assert node["name"] == "sim" and node["connected"] and node["participants"] > 0, body
-        assert (tmp_path / "confd-data" / "confd.db").exists()  # the embedded default database
+        assert (tmp_path / "confd-demo" / "demo.db").exists()  # the demo's own database
+        assert not (tmp_path / "confd-data").exists()  # not the daemon's
     finally:
         proc.send_signal(signal.SIGINT)
         try:
