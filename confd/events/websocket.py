@@ -635,6 +635,9 @@ class WebsocketMiddleware:
             environ.get("HTTP_UPGRADE", "").lower() != "websocket"
             or "upgrade" not in environ.get("HTTP_CONNECTION", "").lower()
             or not environ.get("HTTP_SEC_WEBSOCKET_KEY")
+            # A handshake has no body (the server gives a request with one no raw stream).
+            or environ.get("CONTENT_LENGTH", "") not in ("", "0")
+            or environ.get("HTTP_TRANSFER_ENCODING")
         ):
             return _plain_response(
                 environ,

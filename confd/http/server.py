@@ -59,6 +59,9 @@ KILL_WAIT = 0.5  # seconds of a stop's drain kept for ending the connections sti
 # File descriptors beyond the connection bounds: ESL (2 per node), database, AMQP, log files,
 # connections being closed to make room.
 SPARE_FDS = 256
+# Seconds a response may take to be sent (a client that reads nothing must not hold a
+# connection busy); the websocket, once upgraded, bounds its own writes.
+SEND_TIMEOUT = 30.0
 
 # confd_http_limit_hits_total{limit=...}
 LIMIT_MAX_CONNECTIONS = "max_connections"  # a waiting connection closed to make room
@@ -67,6 +70,7 @@ LIMIT_MAX_WEBSOCKETS = "max_websockets"  # an upgrade refused (503)
 LIMIT_HEADER_TIMEOUT = "header_timeout"
 LIMIT_KEEPALIVE_TIMEOUT = "keepalive_timeout"
 LIMIT_BODY_TIMEOUT = "body_timeout"
+LIMIT_SEND_TIMEOUT = "send_timeout"
 
 WAITING, BUSY, WEBSOCKET, CLOSED = "waiting", "busy", "websocket", "closed"
 CONTENT_LENGTH_RE = re.compile(rb"[0-9]{1,18}")
@@ -82,6 +86,7 @@ class Limits:
     max_connections: int = 1000
     max_websockets: int = 1000
     access_log: bool = False
+    send_timeout: float = SEND_TIMEOUT
 
     @property
     def fds_needed(self) -> int:
@@ -509,12 +514,17 @@ class ApiHandler(WSGIHandler):
         env[r.REQUEST_ID_KEY] = self.request_id
         env[r.IDENTITY_KEY] = self.server.identity
         env[UPGRADE_KEY] = self._upgrade
-        if env["wsgi.input"] is self.wsgi_input:  # not an upgrade: a body may follow
+        chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        # gevent hands an upgrade request the raw stream (for the websocket); a request with a
+        # body is no websocket handshake, and its body is read within the deadline whatever
+        # its Upgrade header says.
+        if env["wsgi.input"] is self.wsgi_input or self.content_length or chunked:
             timeout = self.server.limits.header_timeout
             self.wsgi_input = DeadlineInput(
                 self.wsgi_input, time.monotonic() + timeout, self._body_timed_out
             )
             env["wsgi.input"] = self.wsgi_input
+            env["wsgi.input_terminated"] = True
         return env
 
     def _upgrade(self) -> bool:
@@ -568,6 +578,33 @@ class ApiHandler(WSGIHandler):
             self.write(payload)
         except OSError:
             pass
+
+    def _sendall(self, data: bytes) -> None:
+        """Every write of a response within ``send_timeout`` (gevent's writes go through
+        here; an upgraded websocket writes on its own)."""
+        timer = gevent.Timeout(self.server.limits.send_timeout)
+        timer.start()
+        try:
+            super()._sendall(data)
+        except gevent.Timeout as t:
+            if t is not timer:
+                raise
+            raise TimeoutError("the client took nothing for %gs" % timer.seconds) from None
+        finally:
+            timer.close()
+
+    def handle_error(self, t: Any, v: Any, tb: Any) -> None:
+        """A response the client took nothing of for ``send_timeout``: counted and closed,
+        not a traceback (it is the client's doing)."""
+        if isinstance(v, TimeoutError):
+            self.close_connection = True
+            self.server.limit_log.hit(
+                LIMIT_SEND_TIMEOUT,
+                "closed a connection that took no part of its answer for %gs"
+                % self.server.limits.send_timeout,
+            )
+            return
+        super().handle_error(t, v, tb)
 
     def _handle_client_error(self, ex: BaseException) -> Tuple[str, bytes]:
         # gevent logs these at error level with the client's text; it is the client's error.

@@ -6,8 +6,10 @@ counted, and logged without a line per connection."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
+import socket
 import time
 
 import gevent
@@ -219,3 +221,50 @@ def test_a_bound_is_logged_once_a_minute_at_most(caplog):
         "http: bound reached (1000 times in the last 60 s)",
         "http: other bound",
     ]
+
+
+def test_a_body_behind_an_upgrade_header_has_the_same_deadline(live):
+    """gevent gives a request with an Upgrade header the raw stream: its body must not escape
+    the body deadline that way."""
+    api = live(header_timeout=0.5)
+    sock = connect(api.port)
+    try:
+        sock.sendall(
+            b"PUT /v2/api_auth HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade\r\nContent-Length: 100\r\n\r\n{"
+        )
+        parse(read_until_closed(sock)).envelope(408, "request_timeout")
+    finally:
+        sock.close()
+
+
+def test_a_client_that_reads_nothing_is_closed_at_the_send_deadline(live):
+    """Requests sent without end and answers never read: the connection is closed once an
+    answer has waited ``send_timeout`` to be taken, instead of staying busy for ever."""
+    api = live()
+    server = api.daemon.server
+    server.limits = dataclasses.replace(server.limits, send_timeout=0.5)
+    sock = connect(api.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = b"GET /v2/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def flood():
+        try:
+            while True:
+                sock.sendall(request * 50)
+                gevent.sleep(0)  # the daemon may read as fast as this sends
+        except OSError:
+            pass  # closed by the server
+
+    flooder = gevent.spawn(flood)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while 'limit="send_timeout"' not in api.metrics():
+            assert time.monotonic() < deadline, "the connection was never given up"
+            gevent.sleep(0.05)
+        gevent.sleep(0.1)
+        assert api.daemon.connections.busy == 0
+        assert ApiClient(api.port).get("/v2/health", token=None).status == 200
+    finally:
+        flooder.kill()
+        sock.close()
