@@ -5,7 +5,8 @@ A connection is, in turn:
 
 - *waiting* for a request: its line and headers must arrive within ``header_timeout`` (a new
   connection: from its accept; a kept-alive one may first stay idle ``keepalive_timeout``);
-- *busy* while the app answers (a body must arrive within ``header_timeout`` too);
+- *busy* while the app answers (a body must arrive within ``header_timeout`` too, and the
+  client take each write of the answer within ``send_timeout``);
 - or *websocket* once upgraded: then it counts against ``max_websockets`` and no longer against
   ``max_connections``, and it has no deadline here (the websocket's own pings bound it).
 
