@@ -342,6 +342,10 @@ class EventsConfig:
     # as long again, it is closed (1011): a vanished dashboard does not hold a connection
     # forever.  0: never.
     websocket_ping_s: int = field(default=30, metadata={_RANGE: (0, 3600)})
+    # A websocket that has had no subscription this many seconds (since it opened, or since its
+    # last one ended) is closed (1008), answering pings or not: an idle socket must not hold a
+    # connection.  0: never.
+    websocket_subscribe_s: int = field(default=10, metadata={_RANGE: (0, 3600)})
 
     def __post_init__(self) -> None:
         _check_fields(self)

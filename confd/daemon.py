@@ -16,6 +16,7 @@ import gevent
 from gevent.event import Event
 
 import confd
+from confd.conferences import ownership
 from confd.conferences.commands import CommandBuilder
 from confd.conferences.control import ConferenceControl
 from confd.conferences.state import LiveState, Update
@@ -159,15 +160,18 @@ class Daemon:
         )
         self.app = create_app(self.ctx, cors_origins=cfg.http.cors_origins)
         # /v2/websocket is answered by this middleware; everything else goes to the Flask app.
+        managed = ownership.name_check(self.builder.check_name)  # names confd manages
         self.websocket = WebsocketMiddleware(
             self.app,
             hub=self.hub,
             store=self.store,
-            resolver=OwnershipResolver(store_lookup(self.store)),
+            resolver=OwnershipResolver(store_lookup(self.store), addressable=managed),
             queue_bound=cfg.events.subscriber_queue,
             metrics=self.metrics,
             flush_interval=cfg.events.websocket_batch_ms / 1000.0,
             ping_interval=float(cfg.events.websocket_ping_s),
+            subscribe_deadline=float(cfg.events.websocket_subscribe_s),
+            is_conference_id=managed,
         )
         self.server: Optional[ApiServer] = None
         self._stopped = Event()

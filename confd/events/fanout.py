@@ -23,6 +23,15 @@ done per frame that can be done per event or per write:
   instead of one per event), while cheap rounds and an event after a quiet spell go out at
   once.  The interval bounds the latency this adds.
 
+Ownership (``confd.conferences.ownership``, one rule with REST): the hub says which account
+the conference's members claim at each event; the resolver adds its document.  A new
+conference's conference-level events come before any member has said whose it is (an ad-hoc
+conference's ``conference-create``: ``Published.owner_pending``): for subscriptions scoped to an
+account they are held, per conference, until an event of that conference decides (its first
+member, or a document found), then delivered in order before that event; admin subscriptions
+get them at once.  Held events are bounded in age (``OWNER_WAIT``: then nobody's) and number
+(``MAX_HELD``: counted drops).
+
 Bounds: a connection whose outbox holds more than its bound of frames is dropped (the client
 did not keep up: ``Member.overflowed``), and so is every connection when events wait for the
 dispatcher beyond the backlog bound (the dispatcher itself fell behind, say on a stalled
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
@@ -42,13 +52,20 @@ from gevent.event import Event
 from wsproto.frame_protocol import FrameProtocol
 
 from confd.events import shape
-from confd.events.ownership import OwnershipResolver
+from confd.events.ownership import PENDING, OwnershipResolver
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.002  # seconds between two rounds of writes, at most the latency added
 WRITE_TIMEOUT = 10.0  # a socket that takes nothing for this long: the client is gone
 WRITE_CHUNK = 256 * 1024  # the writer greenlet's sends, at most (a slow client's backlog)
+
+# A new conference's conference-level events wait this long (seconds) for its first member to
+# say who owns it (an ad-hoc conference's conference-create comes before any member), and at
+# most this many wait at once; past either they go to admin subscriptions only.
+OWNER_WAIT = 5.0
+MAX_HELD = 10000
+HELD_QUEUE = "websocket_unowned"  # confd_queue_drops label of held events dropped at MAX_HELD
 
 DROP_TOO_SLOW = "too slow"
 DROP_BEHIND = "confd behind"
@@ -304,14 +321,12 @@ class Fanout:
         self,
         resolver: OwnershipResolver,
         *,
-        account_hint: Callable[[str], Optional[str]] = lambda conference_id: None,
         backlog: int = 20000,
         flush_interval: float = FLUSH_INTERVAL,
         metrics: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolver = resolver
-        self._account_hint = account_hint
         self.backlog = backlog
         self.flush_interval = flush_interval
         self.metrics = metrics
@@ -324,6 +339,9 @@ class Fanout:
         self._scoped = False  # some subscription sees only its account's conferences
         self._greenlet: Optional[gevent.Greenlet] = None
         self._next_round = -1e9
+        # Conference id -> its events waiting for an owner (hold time, event), oldest first.
+        self._held: OrderedDict[str, List[Tuple[float, shape.Published]]] = OrderedDict()
+        self._held_count = 0
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -452,21 +470,49 @@ class Fanout:
         touched: List[Member],
         groups: List[_Group],
     ) -> None:
+        owner: Any = _UNRESOLVED
+        if pub.conference_id in self._held:
+            owner = self._owner(pub)
+            if owner is not PENDING:
+                self._release(pub.conference_id, owner, index, touched, groups)
+        self._deliver(pub, index, touched, groups, owner)
+
+    def _owner(self, pub: shape.Published) -> Any:
+        return self.resolver.owner(pub.conference_id, pub.account_hint, pub.owner_pending)
+
+    def _deliver(
+        self,
+        pub: shape.Published,
+        index: Tuple[Dict[str, List[_Group]], List[_Group]],
+        touched: List[Member],
+        groups: List[_Group],
+        owner: Any = _UNRESOLVED,
+        scoped_only: bool = False,
+    ) -> None:
+        """Put the event's frame in the way of every group it matches.  ``scoped_only``: only
+        the groups that see their account's conferences (a held event: admins had it)."""
         by_conf, anywhere = index
         exact = by_conf.get(pub.conference_id)
-        owner: Any = _UNRESOLVED
+        held = False
         for candidates in (exact, anywhere):
             if not candidates:
                 continue
             for g in candidates:
                 if g.call_id is not None and g.call_id != pub.call_id:
                     continue
-                if not g.sees_all:
+                if g.sees_all:
+                    if scoped_only:
+                        continue
+                else:
                     if owner is _UNRESOLVED:
-                        # An ad-hoc conference's conference-create comes before any member: the
-                        # hub may have learned its account since.
-                        hint = pub.account_hint or self._account_hint(pub.conference_id)
-                        owner = self.resolver.owner(pub.conference_id, hint)
+                        owner = self._owner(pub)
+                    if owner is PENDING:
+                        # Nobody knows yet whose it is: the account's subscribers get it when
+                        # its first member says, before that member's own event.
+                        if not held:
+                            held = True
+                            self._hold(pub)
+                        continue
                     if owner != g.account_id:
                         continue
                 frame = encoded_event_frame(g.binding, pub)
@@ -480,6 +526,64 @@ class Fanout:
                     if not box.touched:
                         box.touched = True
                         touched.append(m)
+
+    # --- events waiting for their conference's owner ------------------------------------------
+
+    def _hold(self, pub: shape.Published) -> None:
+        now = self.clock()
+        self._expire(now)
+        if self._held_count >= MAX_HELD:
+            conference_id, events = self._held.popitem(last=False)
+            self._held_count -= len(events)
+            log.warning(
+                "websocket fan-out: %d events of conference %s dropped waiting for its owner "
+                "(more than %d waiting)",
+                len(events),
+                conference_id,
+                MAX_HELD,
+            )
+            if self.metrics is not None:
+                self.metrics.drop(HELD_QUEUE, len(events))
+        self._held.setdefault(pub.conference_id, []).append((now, pub))
+        self._held_count += 1
+
+    def _expire(self, now: float) -> None:
+        """Forget held events OWNER_WAIT old, oldest conference first (bounding memory; a
+        release skips them too): no member came to say whose the conference is, so it is
+        nobody's (its admin subscribers had them)."""
+        held = self._held
+        while held:
+            conference_id, events = next(iter(held.items()))
+            if now - events[0][0] < OWNER_WAIT:
+                return
+            fresh = [e for e in events if now - e[0] < OWNER_WAIT]
+            self._held_count -= len(events) - len(fresh)
+            log.debug(
+                "websocket: conference %s: no owner within %gs, %d event(s) to admins only",
+                conference_id,
+                OWNER_WAIT,
+                len(events) - len(fresh),
+            )
+            del held[conference_id]
+            if fresh:
+                held[conference_id] = fresh  # to the end: its oldest is young now
+
+    def _release(
+        self,
+        conference_id: str,
+        owner: Optional[str],
+        index: Tuple[Dict[str, List[_Group]], List[_Group]],
+        touched: List[Member],
+        groups: List[_Group],
+    ) -> None:
+        """The conference's owner is known: its held events go to its subscribers, in order,
+        before the event that told."""
+        now = self.clock()
+        events = self._held.pop(conference_id, [])
+        self._held_count -= len(events)
+        for at, held in events:
+            if now - at < OWNER_WAIT:  # older ones were nobody's (see _expire)
+                self._deliver(held, index, touched, groups, owner, scoped_only=True)
 
     def drop(self, member: Member, reason: str) -> None:
         """Drop a connection that is too far behind: out of the fan-out, its stale frames

@@ -1,8 +1,10 @@
 """Which account a live conference belongs to (api.md), for scoping event subscriptions.
 
-The rule: the account of the conference document whose id is the conference name; else, for
-an ad-hoc conference, the ``<prefix>Account-ID`` channel variable of its members (the hub
-attaches it to each event as ``account_hint``); else nobody but an admin.
+The rule is ``confd.conferences.ownership`` (the REST lookup uses it too): nobody's when confd
+does not manage the name; else the account of the conference document whose id is the
+conference name; else, for an ad-hoc conference, the account its members claim (the hub works
+that out at each event: ``Published.account_hint``); else nobody but an admin.  Here: the
+document part, which needs the database.
 
 Why a TTL cache rather than a map kept in step with the documents: documents change through
 the API *and* through other processes on the same database (the ``confd accounts``/CLI tools,
@@ -31,6 +33,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 
+from confd.conferences import ownership
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 5.0
@@ -40,6 +44,15 @@ MAX_ENTRIES = 10000
 # ``document_owner`` results: an account id, or NO_DOCUMENT; UNKNOWN when the database failed.
 NO_DOCUMENT = ""
 UNKNOWN = None
+
+
+class _Pending:
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+# ``owner`` result: no document, and the members have not said yet (see ``owner``).
+PENDING: Any = _Pending()
 
 # ``{conference id: account id}`` for those of the ids that have a live document.
 Lookup = Callable[[List[str]], Dict[str, str]]
@@ -57,8 +70,10 @@ class OwnershipResolver:
         ttl: float = DEFAULT_TTL,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
+        addressable: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self._lookup = lookup
+        self._addressable = addressable
         self._ttl = ttl
         self._max = max_entries
         self._clock = clock
@@ -78,21 +93,28 @@ class OwnershipResolver:
                 self._refresher.name = "ownership-refresh"
         return hit[1]
 
-    def owner(self, conference_id: str, account_hint: Optional[str]) -> Optional[str]:
-        """The owning account, or None (nobody's, or unknown right now)."""
+    def owner(self, conference_id: str, claim: Optional[str], pending: bool = False) -> Any:
+        """The owning account, or None (nobody's, or unknown right now: fail closed).
+        ``claim``: the account the members claim at the event (``Published.account_hint``);
+        ``pending``: they have not said yet (``Published.owner_pending``).  Then, when no
+        document decides either, the answer is ``PENDING``."""
+        if not self._addressable(conference_id):
+            return None
         doc_owner = self.document_owner(conference_id)
         if doc_owner is UNKNOWN:
             return None
-        if doc_owner != NO_DOCUMENT:
-            return doc_owner
-        return account_hint or None
+        if pending and doc_owner == NO_DOCUMENT:
+            return PENDING
+        return ownership.owner(addressable=True, document_owner=doc_owner, claim=claim)
 
     def prefetch(self, conference_ids: Iterable[str]) -> None:
         """Look up, in one query, those of ``conference_ids`` never seen before (the fan-out
         calls this once per round: a burst of new conferences costs one query, not one
         each)."""
         cache = self._cache
-        unseen = [c for c in dict.fromkeys(conference_ids) if c not in cache]
+        unseen = [
+            c for c in dict.fromkeys(conference_ids) if c not in cache and self._addressable(c)
+        ]
         if unseen:
             self._fetch(unseen)
 

@@ -9,7 +9,7 @@ import json
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import orjson
 
@@ -31,8 +31,6 @@ WILDCARD = "*"
 # Only on events confd publishes of its own accord (events.md, lifecycle steps 5-6): the
 # update's reason (``node_lost``, ``resync``); the key comes last, after the envelope keys.
 REASON_KEY = "reason"
-# The channel variable (after the prefix, lower-cased) naming an ad-hoc conference's account.
-ACCOUNT_VAR = "account_id"
 
 PARTICIPANT_EVENTS: Tuple[str, ...] = ev.PARTICIPANT_EVENTS
 CONFERENCE_EVENTS: Tuple[str, ...] = ev.CONFERENCE_EVENTS
@@ -76,9 +74,13 @@ class Published:
     call_id: str  # or CONFERENCE_CALL_ID
     routing_key: str
     data: Dict[str, Any]
-    # ``<prefix>Account-ID`` seen on the conference's members: the account of an ad-hoc
-    # conference (api.md), used only when no conference document has this id.
+    # The account the conference's members claim at this event (confd.conferences.ownership,
+    # worked out by the hub): the owner of an ad-hoc conference, used only when no conference
+    # document has this id.
     account_hint: Optional[str] = None
+    # A conference-level event of a conference no member was seen in yet: who owns it is not
+    # decided until its first member (or its document) says (the fan-out holds it meanwhile).
+    owner_pending: bool = False
     _body: Optional[bytes] = field(default=None, repr=False)
     # Encoded websocket frames by binding, shared by every connection (events/websocket.py).
     frames: Dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -206,9 +208,10 @@ def build(
         )
         if update.reason is not None:
             data[REASON_KEY] = update.reason
-        hint = p.custom_channel_vars.get(ACCOUNT_VAR) or account_hint
         conf_id = data["conference_id"]
-        return Published(name, conf_id, p.call_id, routing_key(conf_id, p.call_id), data, hint)
+        return Published(
+            name, conf_id, p.call_id, routing_key(conf_id, p.call_id), data, account_hint
+        )
     if name in CONFERENCE_EVENTS:
         p = update.participant if name in PER_PARTICIPANT_CONFERENCE_EVENTS else None
         if name in PER_PARTICIPANT_CONFERENCE_EVENTS and p is None:
@@ -227,13 +230,18 @@ def build(
         )
         if update.reason is not None:
             data[REASON_KEY] = update.reason
-        hint = (p.custom_channel_vars.get(ACCOUNT_VAR) if p else None) or account_hint
         call_id = p.call_id if p is not None else CONFERENCE_CALL_ID
-        return Published(name, conf.name, call_id, routing_key(conf.name, call_id), data, hint)
+        return Published(
+            name, conf.name, call_id, routing_key(conf.name, call_id), data, account_hint
+        )
     return None
 
 
 # --- websocket bindings ----------------------------------------------------------------------
+
+
+def _any_name(name: str) -> bool:
+    return True
 
 
 class BindingError(ValueError):
@@ -252,9 +260,12 @@ class Binding:
         )
 
 
-def parse_binding(text: Any) -> Binding:
-    """``conference.event.*.*``, ``conference.event.{id}.*``, ``conference.event.{id}.{call}``
-    (``{call}`` may be ``conference`` for the conference-level events)."""
+def parse_binding(text: Any, is_conference_id: Callable[[str], bool] = _any_name) -> Binding:
+    """``conference.event.{conference_id|*}.{call_id|*}``, each segment independently (events.md):
+    ``{call_id}`` may be ``conference`` for the conference-level events, so
+    ``conference.event.*.conference`` takes those of every conference.  ``is_conference_id``
+    says whether a name can be a conference confd manages (``freeswitch.conference_name_pattern``):
+    a binding naming any other could never match, so it is refused rather than kept."""
     if not isinstance(text, str):
         raise BindingError("a binding must be a string")
     parts = text.split(".")
@@ -267,12 +278,16 @@ def parse_binding(text: Any) -> Binding:
     for seg in (conf, call):
         if seg != WILDCARD and not _SEGMENT_RE.fullmatch(seg):
             raise BindingError("invalid binding %r: bad segment %r" % (text[:200], seg[:130]))
-    if conf == WILDCARD and call != WILDCARD:
-        raise BindingError("invalid binding %r: a call id needs a conference id" % text[:200])
+    if conf != WILDCARD and not is_conference_id(conf):
+        raise BindingError(
+            "invalid binding %r: %r is not a conference id confd manages" % (text[:200], conf)
+        )
     return Binding(text, None if conf == WILDCARD else conf, None if call == WILDCARD else call)
 
 
-def parse_bindings(data: Dict[str, Any]) -> List[Binding]:
+def parse_bindings(
+    data: Dict[str, Any], is_conference_id: Callable[[str], bool] = _any_name
+) -> List[Binding]:
     """The ``binding`` or ``bindings`` of a subscribe/unsubscribe message's ``data``."""
     if "bindings" in data:
         raw = data["bindings"]
@@ -282,4 +297,4 @@ def parse_bindings(data: Dict[str, Any]) -> List[Binding]:
         raw = [data["binding"]]
     else:
         raise BindingError("binding or bindings is required")
-    return [parse_binding(b) for b in raw]
+    return [parse_binding(b, is_conference_id) for b in raw]

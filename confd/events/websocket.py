@@ -12,13 +12,17 @@ Per connection:
 - an ``Outbox`` (``confd.events.fanout``) holds the frames waiting to be written, replies and
   events alike, in order; the fan-out's dispatcher puts event frames in it and writes them,
   without blocking, and a writer greenlet finishes what a full socket did not take;
-- the *token checker* greenlet ends subscriptions whose token expires or is revoked; it also
-  pings a client that has sent nothing for ``ping_interval`` seconds, and closes it when it
-  stays silent as long again (a vanished client holds nothing forever).
+- the *checker* greenlet closes the connection when a subscription's token expires, when it
+  has had no subscription for ``subscribe_deadline`` seconds (an idle socket holds nothing),
+  and pings a client that has sent nothing for ``ping_interval`` seconds, closing it when it
+  stays silent as long again (a vanished client holds nothing forever);
+- revoked tokens (``confd accounts rotate-key``, from any process) are found by one
+  ``TokenWatch`` for every connection, in one query every few seconds.
 
 Close codes: 1000 normal; 1001 confd stopping; 1008 policy (the auth token expired or was
-revoked); 1009 a message over 64 KiB; 1011 no answer to a ping; 1013 try again later (the client
-did not keep up with its events); 1002/1007 protocol errors found by wsproto.
+revoked, or no subscription within the deadline); 1009 a message over 64 KiB; 1011 no answer
+to a ping; 1013 try again later (the client did not keep up with its events); 1002/1007
+protocol errors found by wsproto.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import gevent
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
 
+from confd import strict_json
 from confd.events import shape
 from confd.events.fanout import (
     DROP_BEHIND,
@@ -46,9 +51,10 @@ from confd.events.fanout import (
 )
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
+from confd.events.tokenwatch import TokenWatch
 from confd.http import responses
 from confd.http.server import UPGRADE_KEY, ApiHandler
-from confd.store.errors import DatabaseUnavailable, InvalidCredentials, NotFound
+from confd.store.errors import DatabaseUnavailable, Forbidden, InvalidCredentials, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +69,18 @@ READ_CHUNK = 16384  # per read; then the reader pauses (see _read_loop)
 READ_PAUSE = 0.001
 MAX_CLOSE_REASON = 120  # bytes of a close frame's reason (its payload is at most 125)
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
-TOKEN_RECHECK = 60.0  # re-validate tokens this often (rotate-key revokes them early)
-TOKEN_TICK = 1.0  # the token checker's longest sleep between deadline checks
+TOKEN_WATCH_INTERVAL = 2.0  # revoked tokens are looked for this often (README: within 5 s)
+TOKEN_TICK = 1.0  # the checker's longest sleep between deadline checks
+SUBSCRIBE_DEADLINE = 10.0  # default of events.websocket_subscribe_s
 PING_INTERVAL = 30.0  # default of events.websocket_ping_s
 PING_PAYLOAD = b"confd"
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+REASON_TOKEN_EXPIRED = "auth token expired"
+REASON_TOKEN_REVOKED = "auth token revoked"
+REASON_NO_SUBSCRIPTION = "no subscription"
 CLOSE_TOO_BIG = 1009
 CLOSE_NO_PONG = 1011
 CLOSE_TRY_AGAIN = 1013
@@ -110,53 +120,53 @@ class Subscription:
     account_id: str
     sees_all: bool  # the subscribed account is an admin account: every conference is its own
     token: str
-    expires_at: Optional[float]  # Unix time, when known
-    checked_at: float
+    expires_at: Optional[float]  # Unix time, when known (revocations: the token watch)
 
 
 class Authorizer:
-    """Tokens and accounts for subscriptions (database calls: reader and token-checker
-    greenlets only, never the intake path)."""
+    """Tokens and accounts for subscriptions (database calls: reader greenlets and the token
+    watch only, never the intake path)."""
 
     def __init__(self, store: Any, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 
     def authorize(self, token: Any, account_id: Any) -> Tuple[bool, Optional[float]]:
-        """``(sees_all, token expiry)`` for a subscription of ``account_id`` with ``token``."""
+        """``(sees_all, token expiry)`` for a subscription of ``account_id`` with ``token``:
+        the store's one "may this token act for that account" (``AccountService.scope``), as
+        HTTP account paths use it."""
         if not isinstance(account_id, str) or not account_id:
             raise Refused("data.account_id is required")
         try:
-            account = self._store.accounts.check_token(token)
+            _, account = self._store.accounts.scope(token, account_id)
         except InvalidCredentials:
             raise Refused("invalid credentials") from None
+        except Forbidden:
+            raise Refused(
+                "forbidden: the token does not belong to account %s" % account_id[:64]
+            ) from None
+        except NotFound:
+            raise Refused("unknown account %s" % account_id[:64]) from None
         except DatabaseUnavailable:
             raise Refused("database unavailable, try again") from None
-        if account["id"] == account_id:
-            sees_all = bool(account.get("admin"))
-        elif account.get("admin"):
-            try:
-                sees_all = bool(self._store.accounts.get_account(account_id).get("admin"))
-            except NotFound:
-                raise Refused("unknown account %s" % account_id[:64]) from None
-        else:
-            raise Refused("forbidden: the token does not belong to account %s" % account_id[:64])
-        return sees_all, self.expiry(token)
+        # An admin account's subscription for itself sees every conference; for another
+        # account, that account's (or every one, when it is an admin account too).
+        return bool(account.get("admin")), self.expiry(token)
 
-    def still_valid(self, token: str) -> bool:
+    def valid_tokens(self, tokens: Iterable[str]) -> Optional[set]:
+        """Which of ``tokens`` are still valid, in one query; None when the database cannot
+        say (then nothing is closed: they are checked again at the next tick)."""
         try:
-            self._store.accounts.check_token(token)
-        except InvalidCredentials:
-            return False
-        except Exception as exc:  # noqa: BLE001 - database trouble: check again later
-            log.warning("websocket: cannot re-check a token: %s", exc)
-        return True
+            return self._store.accounts.valid_tokens(tokens)
+        except Exception as exc:  # noqa: BLE001 - database trouble of any kind
+            log.warning("websocket: cannot re-check %d token(s): %s", len(tokens), exc)
+            return None
 
     def expiry(self, token: str) -> Optional[float]:
         """When the token expires (Unix time), or None when the store cannot say."""
         try:
             return self._store.accounts.token_expiry(token)
-        except Exception as exc:  # noqa: BLE001 - then the periodic re-check decides
+        except Exception as exc:  # noqa: BLE001 - then the token watch decides
             log.debug("websocket: token expiry unknown: %s", exc)
             return None
 
@@ -212,8 +222,9 @@ class WebsocketSession:
         name: str = "",
         clock: Callable[[], float] = time.time,
         max_message: int = MAX_MESSAGE_BYTES,
-        token_recheck: float = TOKEN_RECHECK,
         ping_interval: float = PING_INTERVAL,
+        subscribe_deadline: float = SUBSCRIBE_DEADLINE,
+        is_conference_id: Callable[[str], bool] = lambda name: True,
     ) -> None:
         self.sock = sock
         self.rfile = rfile
@@ -223,9 +234,11 @@ class WebsocketSession:
         self.name = name
         self.clock = clock
         self.max_message = max_message
-        self.token_recheck = token_recheck
         self.ping_interval = ping_interval
+        self.subscribe_deadline = subscribe_deadline
+        self.is_conference_id = is_conference_id
         self.heard = time.monotonic()  # when the client last sent anything
+        self.unsubscribed_since: Optional[float] = time.monotonic()  # None while subscribed
         self._pinged = False  # a ping is out since the client was last heard
         self.ws = Connection(ConnectionType.SERVER)
         self.subscriptions: Dict[Tuple[str, str], Subscription] = {}
@@ -253,6 +266,10 @@ class WebsocketSession:
             )
             for sub in self.subscriptions.values()
         ]
+        if self.subscriptions:
+            self.unsubscribed_since = None
+        elif self.unsubscribed_since is None:
+            self.unsubscribed_since = time.monotonic()
         self.fanout.changed()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -260,7 +277,7 @@ class WebsocketSession:
     def run(self) -> None:
         self.fanout.join(self)
         self._checker = gevent.spawn(self._check_loop)
-        self._checker.name = "ws-tokens-%s" % self.name
+        self._checker.name = "ws-checker-%s" % self.name
         try:
             self._read_loop()
         except OSError as exc:
@@ -364,6 +381,10 @@ class WebsocketSession:
                     self._closed_by_client(event)
                     return
                 if isinstance(event, Ping):
+                    if self.ws.state != ConnectionState.OPEN:
+                        # It crossed our close frame: after a close frame nothing more is
+                        # sent (wsproto refuses to), and the client's close answer follows.
+                        continue
                     try:
                         self._write(event.response())
                     except _Closed:
@@ -422,9 +443,11 @@ class WebsocketSession:
         request_id = None
         try:
             try:
-                msg = json.loads(text)
-            except ValueError:
-                raise Refused("message is not valid JSON") from None
+                msg = strict_json.loads(text)
+            except strict_json.JsonRefused as exc:
+                # Standard JSON only, as HTTP bodies: a NaN taken in would be echoed back in
+                # request_id as JSON no browser can parse.
+                raise Refused("message is not valid JSON: %s" % exc) from None
             if not isinstance(msg, dict):
                 raise Refused("message must be a JSON object")
             request_id = msg.get("request_id")
@@ -440,10 +463,11 @@ class WebsocketSession:
                     "unknown action %s: expected subscribe, unsubscribe or ping"
                     % json.dumps(action)[:64]
                 )
-        except Refused as exc:
+        except (Refused, shape.BindingError) as exc:
             answer = error_reply(request_id, [str(exc)])
-        except shape.BindingError as exc:
-            answer = error_reply(request_id, [str(exc)])
+        except Exception:  # noqa: BLE001 - one message's bug must not drop the connection
+            log.exception("websocket %s: a message failed", self.name)
+            answer = error_reply(request_id, ["internal error"])
         try:
             self.send_text(answer)
         except _Closed:
@@ -457,23 +481,22 @@ class WebsocketSession:
 
     def _subscribe(self, msg: Dict[str, Any]) -> Dict[str, Any]:
         data = self._data(msg)
-        bindings = shape.parse_bindings(data)
+        bindings = shape.parse_bindings(data, self.is_conference_id)
         account_id = data.get("account_id")
         sees_all, expires = self.auth.authorize(msg.get("auth_token"), account_id)
         new = {(account_id, b.text) for b in bindings} - set(self.subscriptions)
         if len(self.subscriptions) + len(new) > MAX_BINDINGS:
             raise Refused("too many bindings on one connection (at most %d)" % MAX_BINDINGS)
-        now = self.clock()
         for b in bindings:
             self.subscriptions[(account_id, b.text)] = Subscription(
-                b, account_id, sees_all, msg["auth_token"], expires, now
+                b, account_id, sees_all, msg["auth_token"], expires
             )
         self._subscriptions_changed()
         return {"subscribed": self._bindings()}
 
     def _unsubscribe(self, msg: Dict[str, Any]) -> Dict[str, Any]:
         data = self._data(msg)
-        bindings = shape.parse_bindings(data)
+        bindings = shape.parse_bindings(data, self.is_conference_id)
         account_id = data.get("account_id")
         self.auth.authorize(msg.get("auth_token"), account_id)
         removed = []
@@ -486,38 +509,51 @@ class WebsocketSession:
     def _bindings(self) -> List[str]:
         return sorted({b for _, b in self.subscriptions})
 
-    # --- tokens ----------------------------------------------------------------------------
+    # --- tokens and deadlines ------------------------------------------------------------------
 
-    def _next_check(self) -> Optional[float]:
-        due = None
-        for sub in self.subscriptions.values():
-            at = sub.checked_at + self.token_recheck
-            if sub.expires_at is not None:
-                at = min(at, sub.expires_at)
-            due = at if due is None else min(due, at)
-        return due
+    def tokens(self) -> Set[str]:
+        """The auth tokens its subscriptions rely on (what the token watch re-checks)."""
+        return {sub.token for sub in self.subscriptions.values()}
 
-    def _check_tokens(self) -> None:
+    def revoked(self, tokens: Set[str]) -> None:
+        """The token watch found ``tokens`` revoked: their subscriptions end, and the
+        connection is closed 1008 after a notice naming them."""
+        self._check_expiry()  # an expired token is not valid either: say which it was
+        self._end_subscriptions(lambda sub: sub.token in tokens, REASON_TOKEN_REVOKED)
+
+    def _check_expiry(self) -> None:
         now = self.clock()
-        expired: Dict[str, List[str]] = {}
-        for key, sub in list(self.subscriptions.items()):
-            due = sub.checked_at + self.token_recheck
-            if sub.expires_at is not None:
-                due = min(due, sub.expires_at)
-            if due > now:
-                continue
-            if (sub.expires_at is not None and sub.expires_at <= now) or not self.auth.still_valid(
-                sub.token
-            ):
-                expired.setdefault(sub.token, []).append(sub.binding.text)
-                del self.subscriptions[key]
-            else:
-                sub.checked_at = now
-        if expired:
-            self._subscriptions_changed()
-            bindings = [b for bs in expired.values() for b in bs]
-            log.info("websocket %s: auth token expired, closing", self.name)
-            self.close(CLOSE_POLICY, "auth token expired", notice("auth token expired", bindings))
+        self._end_subscriptions(
+            lambda sub: sub.expires_at is not None and sub.expires_at <= now,
+            REASON_TOKEN_EXPIRED,
+        )
+
+    def _end_subscriptions(self, which: Callable[[Subscription], bool], reason: str) -> None:
+        ended = [key for key, sub in self.subscriptions.items() if which(sub)]
+        if not ended or self._closing or self._dead:
+            return
+        for key in ended:
+            del self.subscriptions[key]
+        self._subscriptions_changed()
+        log.info("websocket %s: %s, closing", self.name, reason)
+        self.close(CLOSE_POLICY, reason, notice(reason, {b for _, b in ended}))
+
+    def _next_expiry(self) -> Optional[float]:
+        expiries = [s.expires_at for s in self.subscriptions.values() if s.expires_at is not None]
+        return min(expiries) if expiries else None
+
+    def _check_subscribed(self) -> None:
+        """A connection that has had no subscription for ``subscribe_deadline`` seconds (since
+        it opened, or since its last one ended) is closed, answering pings or not: an idle
+        socket must not hold one of the connections confd serves at once."""
+        since = self.unsubscribed_since
+        if not self.subscribe_deadline or since is None:
+            return
+        idle = time.monotonic() - since
+        if idle >= self.subscribe_deadline:
+            log.info("websocket %s: no subscription for %.0fs, closing", self.name, idle)
+            text = "no subscription within %gs" % self.subscribe_deadline
+            self.close(CLOSE_POLICY, REASON_NO_SUBSCRIPTION, notice(text))
 
     def _check_liveness(self) -> None:
         """Ping a client silent for ``ping_interval``; close one silent twice as long."""
@@ -532,22 +568,25 @@ class WebsocketSession:
     def _check_loop(self) -> None:
         try:
             while not self._closing and not self._dead:
-                due = self._next_check()
-                # Wake at least every TOKEN_TICK: a subscription added meanwhile may have an
-                # earlier token deadline than the one computed here.
-                timeout = TOKEN_TICK if due is None else min(TOKEN_TICK, due - self.clock())
+                # Wake at least every TOKEN_TICK: a subscription added meanwhile may expire
+                # sooner than any known now.
+                timeout = TOKEN_TICK
+                expiry = self._next_expiry()
+                if expiry is not None:
+                    timeout = min(timeout, expiry - self.clock())
                 if self.ping_interval:
                     timeout = min(timeout, self.ping_interval / 2)
                 gevent.sleep(max(0.0, timeout))
-                if due is not None and self.clock() >= due:
-                    self._check_tokens()
+                self._check_expiry()
+                if not self._closing:
+                    self._check_subscribed()
                 if self.ping_interval and not self._closing:
                     self._check_liveness()
         except _Closed:
             pass
         except Exception:  # noqa: BLE001 - one client's bug must not go unnoticed
-            log.exception("websocket %s: token checker failed", self.name)
-            self._abort("token checker failed")
+            log.exception("websocket %s: checker failed", self.name)
+            self._abort("checker failed")
 
     def _dropped(self, reason: str) -> None:
         """The fan-out dropped this client: more frames waiting than its bound, or confd itself
@@ -596,26 +635,34 @@ class WebsocketMiddleware:
         clock: Callable[[], float] = time.time,
         flush_interval: float = FLUSH_INTERVAL,
         ping_interval: float = PING_INTERVAL,
+        subscribe_deadline: float = SUBSCRIBE_DEADLINE,
+        is_conference_id: Callable[[str], bool] = lambda name: True,
+        token_watch_interval: float = TOKEN_WATCH_INTERVAL,
     ) -> None:
         self.app = app
         self.ping_interval = ping_interval
+        self.subscribe_deadline = subscribe_deadline
+        self.is_conference_id = is_conference_id
         self.authorizer = Authorizer(store, clock)
         self.queue_bound = queue_bound
         self.metrics = metrics
         self.clock = clock
         self.fanout = Fanout(
             resolver,
-            account_hint=hub.account_hint,
             backlog=queue_bound,
             flush_interval=flush_interval,
             metrics=metrics,
         )
         hub.add_sink(self.fanout.offer, active=self.fanout.active)
         self.sessions: List[WebsocketSession] = []
+        self.token_watch = TokenWatch(
+            self.authorizer, lambda: self.sessions, interval=token_watch_interval
+        )
         self._count = 0
 
     def start(self) -> gevent.Greenlet:
-        """The fan-out's dispatcher (the daemon watches the greenlet)."""
+        """The fan-out's dispatcher (the daemon watches the greenlet) and the token watch."""
+        self.token_watch.start()
         return self.fanout.start()
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -699,6 +746,8 @@ class WebsocketMiddleware:
             name=name,
             clock=self.clock,
             ping_interval=self.ping_interval,
+            subscribe_deadline=self.subscribe_deadline,
+            is_conference_id=self.is_conference_id,
         )
         self.sessions.append(session)
         if self.metrics is not None:
@@ -717,4 +766,5 @@ class WebsocketMiddleware:
         """Tell every client confd is going away (close 1001)."""
         for session in list(self.sessions):
             session.stop()
+        self.token_watch.stop()
         self.fanout.stop()

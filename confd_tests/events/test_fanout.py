@@ -69,7 +69,7 @@ def setup(owner=NO_DOCUMENT, **kw):
         lookups.append(list(ids))
         return {i: owner for i in ids if owner != NO_DOCUMENT}
 
-    fanout = Fanout(OwnershipResolver(lookup), account_hint=hub.account_hint, metrics=metrics, **kw)
+    fanout = Fanout(OwnershipResolver(lookup), metrics=metrics, **kw)
     hub.add_sink(fanout.offer, active=fanout.active)
     return hub, state, fanout, metrics, lookups
 
