@@ -20,7 +20,8 @@ import gevent
 
 log = logging.getLogger(__name__)
 
-INTERVAL = 2.0  # seconds between two checks: a revocation shows within this plus one query
+# Seconds between two checks: a revocation shows within this plus one query (README: 5 s).
+INTERVAL = 2.0
 
 
 class Watched(Protocol):

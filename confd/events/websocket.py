@@ -39,7 +39,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import generate_accept_token
 
 from confd import strict_json
-from confd.events import shape
+from confd.events import shape, tokenwatch
 from confd.events.fanout import (
     DROP_BEHIND,
     DROP_TOO_SLOW,
@@ -51,7 +51,6 @@ from confd.events.fanout import (
 )
 from confd.events.hub import EventHub
 from confd.events.ownership import OwnershipResolver
-from confd.events.tokenwatch import TokenWatch
 from confd.http import responses
 from confd.http.server import UPGRADE_KEY, ApiHandler
 from confd.store.errors import DatabaseUnavailable, Forbidden, InvalidCredentials, NotFound
@@ -69,7 +68,6 @@ READ_CHUNK = 16384  # per read; then the reader pauses (see _read_loop)
 READ_PAUSE = 0.001
 MAX_CLOSE_REASON = 120  # bytes of a close frame's reason (its payload is at most 125)
 CLOSE_WAIT = 2.0  # after our close frame, how long the client has to answer it
-TOKEN_WATCH_INTERVAL = 2.0  # revoked tokens are looked for this often (README: within 5 s)
 TOKEN_TICK = 1.0  # the checker's longest sleep between deadline checks
 SUBSCRIBE_DEADLINE = 10.0  # default of events.websocket_subscribe_s
 PING_INTERVAL = 30.0  # default of events.websocket_ping_s
@@ -637,7 +635,7 @@ class WebsocketMiddleware:
         ping_interval: float = PING_INTERVAL,
         subscribe_deadline: float = SUBSCRIBE_DEADLINE,
         is_conference_id: Callable[[str], bool] = lambda name: True,
-        token_watch_interval: float = TOKEN_WATCH_INTERVAL,
+        token_watch_interval: float = tokenwatch.INTERVAL,
     ) -> None:
         self.app = app
         self.ping_interval = ping_interval
@@ -655,7 +653,7 @@ class WebsocketMiddleware:
         )
         hub.add_sink(self.fanout.offer, active=self.fanout.active)
         self.sessions: List[WebsocketSession] = []
-        self.token_watch = TokenWatch(
+        self.token_watch = tokenwatch.TokenWatch(
             self.authorizer, lambda: self.sessions, interval=token_watch_interval
         )
         self._count = 0

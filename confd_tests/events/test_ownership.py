@@ -17,6 +17,9 @@ from confd.events.fanout import OWNER_WAIT, Fanout
 from confd.events.hub import CLAIM_RECHECK, EventHub
 from confd.events.ownership import PENDING, OwnershipResolver
 from confd.metrics import Metrics
+from confd.simulator.model import ConferenceModel
+from confd.simulator.server import FakeFreeSwitch
+from confd_tests.conftest import wait_until
 from confd_tests.events.test_fanout import Member, RecordingSocket
 from confd_tests.events.test_shape import CONF, UUID, participant
 
@@ -223,6 +226,36 @@ def test_create_then_member_back_to_back_with_a_slow_ownership_lookup():
         assert got(other) == []
     finally:
         dispatcher.kill()
+
+
+def test_through_the_simulator_and_a_node_supervisor(make_node):
+    """The same, end to end in one process: the simulated FreeSWITCH sends conference-create
+    and add-member back to back over ESL, the node supervisor takes them in, and the document
+    lookup the dispatcher makes for the new conference does not answer before the add-member
+    has been published."""
+    fake = FakeFreeSwitch(ConferenceModel(hostname="fs1", sounds=False)).start()
+    member_published, lookup_called = Event(), Event()
+
+    def slow_lookup(ids):
+        lookup_called.set()
+        member_published.wait(10)
+        return {}
+
+    s = Setup(lookup=slow_lookup)
+    s.hub.add_sink(lambda pub: pub.name == "add-member" and member_published.set())
+    mine, other = s.member(account=A), s.member(account=B)
+    dispatcher = s.fanout.start()
+    try:
+        node = make_node(fake.port, state=s.state, publish=s.hub.publish)
+        wait_until(lambda: node.connected, what="the node connected")
+        fake.model.join(CONF, caller_id_name="Ann", channel_vars={"ecallmgr_Account-ID": A})
+        wait_until(lambda: len(got(mine)) == 2, timeout=10, what="both events")
+        assert lookup_called.is_set()
+        assert [name for name, _ in got(mine)] == ["conference-create", "add-member"]
+        assert got(other) == []
+    finally:
+        dispatcher.kill()
+        fake.stop()
 
 
 @pytest.mark.parametrize("rounds", [1, 2])
