@@ -107,11 +107,17 @@ class NodeSupervisor:
         self._greenlet: Optional[gevent.Greenlet] = None
         self._resync_buffer: Optional[List[p.Frame]] = None
         self._enrich_pool = Pool(max(1, settings.resync_concurrency))
-        self._enricher: Optional[gevent.Greenlet] = None
         self._keeper: Optional[gevent.Greenlet] = None
-        # Resynced participants whose uuid_dump failed with the command connection -> tries so
-        # far; dumped again once it is back (bounded by the participants of one snapshot).
+        # Channel data of resynced participants (events.md, "uuid_dump"), per session: call ids
+        # waiting for their uuid_dump -> tries so far (bounded by the participants of one
+        # snapshot), dumps under way, and where their results go while the resync is not
+        # applied yet (None afterwards: they go to the live state).
+        self._dumper: Optional[gevent.Greenlet] = None
         self._undumped: Dict[str, int] = {}
+        self._dumping = 0
+        self._dump_wakeup = Event()  # something to dump, or the command connection is back
+        self._dumps_settled = Event()  # nothing waiting, nothing under way
+        self._resync_found: Optional[Dict[str, ev.ChannelData]] = None
         self._ran = False
         # Status, for /v2/health and metrics.
         self.connected = False
@@ -141,7 +147,7 @@ class NodeSupervisor:
             self._greenlet.join(timeout)
             if not self._greenlet.dead:
                 self._greenlet.kill(block=True, timeout=timeout)
-        for helper in (self._keeper, self._enricher):
+        for helper in (self._keeper, self._dumper):
             if helper is not None:
                 helper.kill(block=False)
         self._enrich_pool.kill(block=False)
@@ -235,9 +241,7 @@ class NodeSupervisor:
         try:
             listing = events.api(self._builder.json_list().text, timeout=s.command_timeout)
             snapshot = ev.snapshot_from_json_list(listing, self.name, self._clock())
-            snapshot = self._with_channel_data(snapshot, commands)
-            if events.closed:  # lost while the dumps ran: nothing to publish of a dead session
-                raise ConnectionLost(events.close_reason or "connection closed")
+            snapshot = self._with_channel_data(snapshot, events)
             self._apply(snapshot)
             held, self._resync_buffer = self._resync_buffer, None
             for frame in held:
@@ -256,9 +260,6 @@ class NodeSupervisor:
             n_conf,
             n_part,
         )
-        # Dumps still missing (past the resync's budget) go on off this greenlet: a spawn into
-        # a full pool would block.
-        self._enricher = gevent.spawn(self._enrich)
         self._keeper = gevent.spawn(self._keep_commands, events)
         self._keeper.name = "node-%s-commands" % self.name
         # Run until the event connection dies: only that says the node's state is gone.
@@ -305,8 +306,7 @@ class NodeSupervisor:
             self.command_reconnects += 1
             attempt = 0
             log.info("node %s: command connection made again", self.name)
-            if self._undumped and (self._enricher is None or self._enricher.dead):
-                self._enricher = gevent.spawn(self._enrich)
+            self._dump_wakeup.set()  # dumps it took with it are tried again
 
     def _lost(self, reason: str, level: int = logging.WARNING) -> None:
         stopping = self._stopping.is_set()
@@ -320,11 +320,13 @@ class NodeSupervisor:
             if conn is not None:
                 conn.close(reason)
         self._events = self._commands = None
-        if self._enricher is not None:
-            self._enricher.kill(block=False)
-            self._enricher = None
+        if self._dumper is not None:
+            self._dumper.kill(block=False)
+            self._dumper = None
         self._enrich_pool.kill(block=False)
         self._undumped.clear()
+        self._dumping = 0
+        self._resync_found = None
         updates = self._state.drop_node(self.name)
         # confd's own stop says nothing about the participants (events.md, lifecycle step 7):
         # nobody left, and consumers (billing, presence) must not see everyone leave.
@@ -385,33 +387,35 @@ class NodeSupervisor:
 
     # --- around a resync: channel data json_list does not carry ---------------------------------
 
-    def _with_channel_data(self, snapshot: ev.Snapshot, commands: EslConnection) -> ev.Snapshot:
-        """``uuid_dump`` every participant of the snapshot, ``resync_concurrency`` at a time,
-        within one command deadline in all, so that the resync's ``add-member`` events carry
-        the channel variables (account, owner) clients and consumers need.  Events meanwhile
-        are held (``_resync_buffer``).  Dumps not done by then go on in the background and
-        fill the state when they come."""
-        found: Dict[str, ev.ChannelData] = {}
-        applied: List[bool] = []  # set once the snapshot is in the state: later dumps apply
+    def _with_channel_data(self, snapshot: ev.Snapshot, events: EslConnection) -> ev.Snapshot:
+        """``uuid_dump`` every participant of the snapshot on the command connection,
+        ``resync_concurrency`` at a time, and wait for them at most one command deadline, so
+        that the resync's ``add-member`` events carry the channel variables (account, owner)
+        clients and consumers need.  Events meanwhile are held (``_resync_buffer``); the
+        reader is never blocked.  Dumps not done by then go on and fill the live state."""
         call_ids = [
             part.call_id
             for conf in snapshot.conferences
             for part in conf.participants.values()
             if ev.UUID_RE.fullmatch(part.call_id)
         ]
-
-        def dump(call_id: str) -> None:
-            data = self._dump(commands, call_id, 0)
-            if data is None:
-                return
-            if applied:
-                self._apply(data)
-            else:
-                found[call_id] = data
-
-        jobs = [self._enrich_pool.spawn(dump, call_id) for call_id in call_ids]
-        gevent.joinall(jobs, timeout=self.settings.command_timeout)
-        applied.append(True)
+        self._undumped = dict.fromkeys(call_ids, 0)
+        self._dumping = 0
+        self._resync_found = {}
+        if call_ids:
+            self._dumps_settled.clear()
+        else:
+            self._dumps_settled.set()
+        self._dumper = gevent.spawn(self._dump_loop)
+        self._dumper.name = "node-%s-uuid-dump" % self.name
+        self._dump_wakeup.set()
+        waits = [self._dumps_settled, events.closed_event]
+        if self._commands is not None:
+            # Nothing makes the command connection again before the session runs: if it
+            # closes, what is left waits for the command keeper.
+            waits.append(self._commands.closed_event)
+        gevent.wait(waits, count=1, timeout=self.settings.command_timeout)
+        found, self._resync_found = self._resync_found, None
         if len(found) < len(call_ids):
             log.info(
                 "node %s: channel data of %d of %d participant(s) in time for the resync",
@@ -421,32 +425,40 @@ class NodeSupervisor:
             )
         return ev.Snapshot(snapshot.conferences, found)
 
-    def _enrich(self) -> None:
-        """``uuid_dump`` again the resynced participants whose dump failed with the command
-        connection, ``resync_concurrency`` at a time, while the command connection is up."""
-        while self._undumped:
+    def _dump_loop(self) -> None:
+        """The session's one dumper: takes waiting call ids while the command connection is
+        up, and sleeps until there is something to do again."""
+        while True:
             conn = self._commands
-            if conn is None or conn.closed:
-                return  # the command keeper calls again once it is back
+            if not self._undumped or conn is None or conn.closed:
+                self._dump_wakeup.clear()
+                self._dump_wakeup.wait()
+                continue
             call_id, tries = self._undumped.popitem()
-            self._enrich_pool.spawn(self._dump_and_apply, conn, call_id, tries)
+            self._dumping += 1
+            self._enrich_pool.spawn(self._dump, conn, call_id, tries)  # waits for a free slot
 
-    def _dump_and_apply(self, conn: EslConnection, call_id: str, tries: int) -> None:
-        data = self._dump(conn, call_id, tries)
-        if data is not None:
-            self._apply(data)
-
-    def _dump(self, conn: EslConnection, call_id: str, tries: int) -> Optional[ev.ChannelData]:
-        """The channel data of one call, or None: no such channel, or the command failed (then
-        it is tried again after the command connection is back, ``MAX_DUMP_TRIES`` in all)."""
+    def _dump(self, conn: EslConnection, call_id: str, tries: int) -> None:
+        """One ``uuid_dump``.  Failed with the command connection: tried again once it is back,
+        ``MAX_DUMP_TRIES`` in all; no such channel: nothing to learn."""
+        data = None
         try:
             text = conn.api(self._builder.uuid_dump(call_id).text, self.settings.command_timeout)
         except (EslError, ValueError) as exc:
             log.debug("node %s: uuid_dump %s failed: %s", self.name, call_id, exc)
             if isinstance(exc, EslError) and tries + 1 < MAX_DUMP_TRIES:
                 self._undumped[call_id] = tries + 1
-            return None
-        return ev.channel_data_from_uuid_dump(text, self.settings.channel_var_prefix)
+                self._dump_wakeup.set()
+        else:
+            data = ev.channel_data_from_uuid_dump(text, self.settings.channel_var_prefix)
+        if data is not None:
+            if self._resync_found is not None:
+                self._resync_found[call_id] = data
+            else:
+                self._apply(data)
+        self._dumping -= 1
+        if not self._dumping and not self._undumped:
+            self._dumps_settled.set()
 
 
 __all__ = [
