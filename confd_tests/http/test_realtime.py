@@ -12,6 +12,7 @@ from confd_tests.http.test_auth import assert_error
 
 
 def test_read_only_of_a_running_conference(harness):
+    before = time.time()  # the join and duration are bounded by what passed, however long
     acme = harness.account()
     conf = harness.conference(acme, name="standup")
     alice = harness.join("fs1", conf, name="Alice", number="1001", account=acme.id)
@@ -23,7 +24,7 @@ def test_read_only_of_a_running_conference(harness):
     assert doc["focus"] == "fs1"
     ro = doc["_read_only"]
     assert (ro["members"], ro["admins"], ro["is_locked"], ro["focus"]) == (2, 1, False, "fs1")
-    assert 0 <= ro["duration"] < 5
+    assert 0 <= ro["duration"] <= time.time() - before + 1
     parts = ro["participants"]
     assert [p["participant_id"] for p in parts] == [alice, alice + 1, boss]
     first = parts[0]
@@ -32,7 +33,7 @@ def test_read_only_of_a_running_conference(harness):
     assert first["conference_name"] == conf and first["switch_hostname"] == "fs1"
     assert first["custom_channel_vars"] == {"account_id": acme.id}
     assert first["is_moderator"] is False and parts[2]["is_moderator"] is True
-    assert abs(first["join_time"] - (time.time() + GREGORIAN_OFFSET)) < 5
+    assert before - 1 <= first["join_time"] - GREGORIAN_OFFSET <= time.time() + 1
     # The list shows the same counts.
     (row,) = acme.api.get(acme.path("/conferences")).data
     assert (row["members"], row["admins"], row["is_locked"]) == (2, 1, False)
