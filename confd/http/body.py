@@ -5,13 +5,12 @@ Every function raises an ``ApiError`` for bad input, so views never build error 
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any, Optional, Sequence, Tuple
 
 from flask import g, request
 
+from confd import strict_json
 from confd.http import errors as e
 from confd.store.schema import MSG_ENUM, error_path
 from confd.store.values import shown, text_problem, value_problems
@@ -21,45 +20,13 @@ DATA_KEY = "data"
 ACTION_KEY = "action"
 # Deeper bodies are refused before anything copies or validates them: the standard library
 # (deepcopy, json) recurses once per level and would hit the interpreter's recursion limit.
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = strict_json.MAX_DEPTH
 
 DEFAULT_PAGE_SIZE = 50  # crossbar's default page size
 MAX_PAGE_SIZE = 1000
 _PAGE_SIZE = re.compile(r"[1-9][0-9]{0,5}")
 IF_MATCH_HEADER = "If-Match"
 _WEAK_PREFIX = "W/"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    """``parse_float``: a number beyond a double (``1e400``) would become ``inf`` and be
-    written back as ``null``; refuse it as ``NaN`` is refused."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is beyond the range of a double")
-    return value
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value, without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level > MAX_JSON_DEPTH:
-            return level
-        stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 def parse_json(raw: bytes) -> Any:
@@ -70,17 +37,13 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise e.InvalidJson({"message": "the body is empty; expected a JSON object"})
     try:
-        value = json.loads(
-            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
-        )
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise e.InvalidJson({"message": "the body is not UTF-8"}) from None
-    except RecursionError:
-        raise e.InvalidJson({"message": "the body is nested too deeply"}) from None
-    except ValueError as exc:
+    try:
+        value = strict_json.loads(text, MAX_JSON_DEPTH)  # the websocket's messages' rules too
+    except strict_json.JsonRefused as exc:
         raise e.InvalidJson({"message": f"the body is not valid JSON: {exc}"}) from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise e.InvalidJson({"message": f"the body is nested deeper than {MAX_JSON_DEPTH}"})
     problem = next(value_problems(value), None)
     if problem is not None:
         path, reason = problem
