@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from confd.entry import rules as entry_rules
+
 DEFAULT_CONFIG_PATH = "/etc/confd/confd.yml"
 
 # Environment variables (operations.md): the things a container or a test most often changes.
@@ -60,6 +62,7 @@ URL_PASSWORD_MASK = "****"
 _RANGE = "range"  # (lo, hi) inclusive, for ints
 _MIN = "min"  # inclusive lower bound, for ints
 _GT = "gt"  # exclusive lower bound, for floats
+_LE = "le"  # inclusive upper bound, for floats
 _CHOICES = "choices"  # allowed values, for strings (and each item of a tuple of strings)
 _NONEMPTY = "nonempty"  # a string that must not be empty
 _LOWER = "lower"  # store the string lower-cased (compare case-insensitively)
@@ -117,6 +120,8 @@ def _expectation(tp: Any, meta: Mapping[str, Any]) -> str:
             return f"an integer >= {meta[_MIN]}"
         return "an integer"
     if tp is float:
+        if _GT in meta and _LE in meta:
+            return f"a number > {meta[_GT]} and <= {meta[_LE]}"
         if _GT in meta:
             return f"a number > {meta[_GT]}"
         return "a number"
@@ -177,6 +182,8 @@ def _coerce(value: Any, tp: Any, key: str, meta: Mapping[str, Any]) -> Any:
             raise _wrong(key, value, tp, meta)
         number = float(value)
         if not math.isfinite(number) or (_GT in meta and not number > meta[_GT]):
+            raise _wrong(key, value, tp, meta)
+        if _LE in meta and not number <= meta[_LE]:
             raise _wrong(key, value, tp, meta)
         return number
     if tp is str:
@@ -369,6 +376,72 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class EntrySoundsConfig:
+    """What a caller in entry hears: each a FreeSWITCH playable (a file path, tone_stream://,
+    silence_stream://, say:...).  None: confd's default, a distinct tone (confd.entry.constants
+    DEFAULT_SOUNDS), so entry works on a FreeSWITCH without sound packages."""
+
+    enter_number: Optional[str] = None
+    bad_number: Optional[str] = None
+    enter_pin: Optional[str] = None
+    bad_pin: Optional[str] = None
+    locked: Optional[str] = None
+    full: Optional[str] = None
+    record_name: Optional[str] = None
+    goodbye: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                # A sound goes into a sendmsg argument: nothing FreeSWITCH would read as syntax.
+                try:
+                    entry_rules.check_sound(value, f.name)
+                except entry_rules.InvalidValue as exc:
+                    raise ConfigError(f.name, f"{exc.reason}, got {_describe(value)}") from None
+
+
+@dataclass(frozen=True)
+class EntryConfig:
+    """Caller entry over FreeSWITCH's outbound event socket (entry.md): off until ``listen``
+    is set."""
+
+    listen: Optional[str] = None  # "host:port" ("[v6]:port") for the outbound socket
+    # The account of a call without a <events.channel_var_prefix>Account-ID variable.
+    default_account: Optional[str] = None
+    default_profile: str = "default"  # conference profile when the document names none
+    number_tries: int = field(default=3, metadata={_RANGE: (1, 10)})
+    pin_tries: int = field(default=3, metadata={_RANGE: (1, 10)})
+    # Seconds FreeSWITCH waits for the caller's digits after a prompt.
+    digit_timeout: float = field(default=5.0, metadata={_GT: 0, _LE: 60})
+    # Calls in entry at once; one more hears `goodbye` and is hung up (outcome busy).
+    max_calls: int = field(default=500, metadata={_MIN: 1})
+    sounds: EntrySoundsConfig = field(default_factory=EntrySoundsConfig)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if self.listen is not None:
+            try:
+                entry_rules.parse_listen(self.listen)
+            except ValueError:
+                raise ConfigError(
+                    "listen", f"expected host:port or [ipv6]:port, got {_describe(self.listen)}"
+                ) from None
+        checks = (
+            ("default_account", entry_rules.check_account_id, "an account id (32 hex digits)"),
+            ("default_profile", entry_rules.check_profile, "a profile name [A-Za-z0-9_-]{1,64}"),
+        )
+        for key, check, wanted in checks:
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    check(value)
+                except entry_rules.InvalidValue:
+                    raise ConfigError(key, f"expected {wanted}, got {_describe(value)}") from None
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -376,9 +449,27 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    entry: EntryConfig = field(default_factory=EntryConfig)
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        if self.entry.listen is not None:
+            # What entry builds from this section and the two values it shares with others
+            # (the account variable's name must be one FreeSWITCH's `set` takes).
+            try:
+                entry_rules.settings_from(
+                    self.entry,
+                    self.events.channel_var_prefix,
+                    self.freeswitch.conference_name_pattern,
+                )
+            except entry_rules.InvalidValue as exc:
+                if exc.field != entry_rules.FIELD_VARIABLE:
+                    raise ConfigError("entry", str(exc)) from None  # EntryConfig checked the rest
+                raise ConfigError(
+                    "events.channel_var_prefix",
+                    f"with entry.listen set, {exc.value!r} (the account variable entry sets)"
+                    " must be [A-Za-z0-9_-]{1,64}",
+                ) from None
 
 
 # ---------------------------------------------------------------------------------------------

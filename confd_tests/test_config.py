@@ -16,6 +16,8 @@ from confd.config import (
     Config,
     ConfigError,
     DatabaseConfig,
+    EntryConfig,
+    EntrySoundsConfig,
     EventsConfig,
     FreeswitchConfig,
     HttpConfig,
@@ -485,3 +487,133 @@ def test_config_to_dict_unmasked_round_trips(tmp_path):
 def test_database_url_masking(url, masked):
     cfg = Config(database=DatabaseConfig(url=url))
     assert config_to_dict(cfg)["database"]["url"] == masked
+
+
+# --- entry ------------------------------------------------------------------------------------
+
+
+def test_entry_defaults_are_off():
+    entry = Config().entry
+    assert entry == EntryConfig()
+    assert entry.listen is None and entry.default_account is None
+    assert (entry.default_profile, entry.number_tries, entry.pin_tries) == ("default", 3, 3)
+    assert (entry.digit_timeout, entry.max_calls) == (5.0, 500)
+    assert entry.sounds == EntrySoundsConfig()
+    assert all(getattr(entry.sounds, name) is None for name in ENTRY_SOUNDS)
+
+
+ENTRY_SOUNDS = (
+    "enter_number",
+    "bad_number",
+    "enter_pin",
+    "bad_pin",
+    "locked",
+    "full",
+    "record_name",
+    "goodbye",
+)
+
+
+def test_entry_every_key_read_from_yaml(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        entry:
+          listen: "[::1]:8084"
+          default_account: 0123456789abcdef0123456789abcdef
+          default_profile: wideband_16k
+          number_tries: 1
+          pin_tries: 10
+          digit_timeout: 60
+          max_calls: 1
+          sounds:
+            enter_number: conference/conf-enter_conf_number.wav
+            bad_number: conference/conf-bad-pin.wav
+            enter_pin: conference/conf-pin.wav
+            bad_pin: conference/conf-bad-pin.wav
+            locked: conference/conf-locked.wav
+            full: tone_stream://%(500,500,480,620)
+            record_name: silence_stream://500
+            goodbye: /usr/share/freeswitch/sounds/en/us/callie/voicemail/8000/vm-goodbye.wav
+        """,
+    )
+    entry = load_config(path, {}).entry
+    assert entry.listen == "[::1]:8084"
+    assert entry.default_account == "0123456789abcdef0123456789abcdef"
+    assert (entry.default_profile, entry.number_tries, entry.pin_tries) == ("wideband_16k", 1, 10)
+    assert entry.digit_timeout == 60.0 and isinstance(entry.digit_timeout, float)
+    assert entry.max_calls == 1
+    assert entry.sounds.enter_pin == "conference/conf-pin.wav"
+    assert entry.sounds.full == "tone_stream://%(500,500,480,620)"
+    assert entry.sounds.record_name == "silence_stream://500"
+
+
+def test_entry_settings_are_what_the_service_builds():
+    from confd.entry import constants as c
+    from confd.entry.rules import settings_from
+
+    cfg = config_from_dict(
+        {
+            "entry": {"listen": "127.0.0.1:0", "pin_tries": 2, "sounds": {"goodbye": "/b.wav"}},
+            "events": {"channel_var_prefix": "cv_"},
+        }
+    )
+    s = settings_from(cfg.entry, cfg.events.channel_var_prefix, "[0-9]+")
+    assert (s.pin_tries, s.account_variable, s.sounds.goodbye) == (2, "cv_Account-ID", "/b.wav")
+    assert s.sounds.enter_pin == c.DEFAULT_SOUNDS["enter_pin"]  # None: confd's default tone
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"entry": {"lisen": "x"}}, "entry.lisen: unknown key"),
+        ({"entry": {"sounds": {"welcome": "x.wav"}}}, "entry.sounds.welcome: unknown key"),
+        ({"entry": {"sounds": ["x.wav"]}}, "entry.sounds: expected a mapping, got a list"),
+        ({"entry": {"listen": 8084}}, "entry.listen: expected a string, got 8084 (quote it"),
+        ({"entry": {"listen": "8084"}}, "entry.listen: expected host:port or [ipv6]:port"),
+        ({"entry": {"listen": "host:99999"}}, "entry.listen: expected host:port"),
+        ({"entry": {"listen": ":8084"}}, "entry.listen: expected host:port"),
+        ({"entry": {"default_account": "acme"}}, "entry.default_account: expected an account id"),
+        ({"entry": {"default_profile": "a b"}}, "entry.default_profile: expected a profile name"),
+        ({"entry": {"default_profile": "x}"}}, "entry.default_profile: expected a profile name"),
+        ({"entry": {"number_tries": 0}}, "entry.number_tries: expected an integer 1..10, got 0"),
+        ({"entry": {"pin_tries": 11}}, "entry.pin_tries: expected an integer 1..10, got 11"),
+        ({"entry": {"pin_tries": True}}, "entry.pin_tries: expected an integer 1..10, got True"),
+        ({"entry": {"digit_timeout": 0}}, "entry.digit_timeout: expected a number > 0 and <= 60"),
+        ({"entry": {"digit_timeout": 60.5}}, "entry.digit_timeout: expected a number > 0 and"),
+        ({"entry": {"max_calls": 0}}, "entry.max_calls: expected an integer >= 1, got 0"),
+        ({"entry": {"sounds": {"goodbye": 5}}}, "entry.sounds.goodbye: expected a string"),
+        # A sound goes into a sendmsg argument: nothing FreeSWITCH reads as syntax.
+        ({"entry": {"sounds": {"goodbye": "a.wav\nhangup"}}}, "entry.sounds.goodbye: a sound may"),
+        ({"entry": {"sounds": {"locked": "${api(x)}"}}}, "entry.sounds.locked: a sound may"),
+        ({"entry": {"sounds": {"full": "a.wav b.wav"}}}, "entry.sounds.full: a sound may"),
+        ({"entry": {"sounds": {"bad_pin": "{x=1}a.wav"}}}, "entry.sounds.bad_pin: a sound may"),
+        (
+            {"entry": {"sounds": {"enter_pin": "tone_stream://%(1,2),x"}}},
+            "entry.sounds.enter_pin: ',' or parentheses outside a %(...) tone group",
+        ),
+        # The account variable entry sets is named from the prefix: only checked when entry
+        # is on (the rest of confd takes any prefix).
+        (
+            {"entry": {"listen": "127.0.0.1:8084"}, "events": {"channel_var_prefix": "a.b"}},
+            "events.channel_var_prefix: with entry.listen set, 'a.bAccount-ID'",
+        ),
+    ],
+)
+def test_entry_bad_values_rejected(data, message):
+    assert error_of(data).startswith(message)
+
+
+def test_entry_prefix_is_free_while_entry_is_off():
+    assert config_from_dict({"events": {"channel_var_prefix": "a.b"}}).entry.listen is None
+
+
+def test_example_config_lists_confd_default_sounds():
+    """The shipped file's comment beside each sound is confd's default for it."""
+    from confd.entry import constants as c
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for name in ENTRY_SOUNDS:
+        assert f"    {name}: null" in text
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"    {name}: null"))
+        assert line.split("# ", 1)[1].split(" ")[0] == c.DEFAULT_SOUNDS[name], name

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from confd.conferences.commands import CommandBuilder, InvalidCommand
 from confd.entry import constants as c
@@ -58,6 +58,7 @@ class InvalidValue(ValueError):
     def __init__(self, field_name: str, value: object, reason: str = "not allowed") -> None:
         self.field = field_name
         self.value = value
+        self.reason = reason
         shown = repr(value[:_REPR_LIMIT]) if isinstance(value, (str, bytes)) else repr(value)
         super().__init__(f"invalid {field_name} {shown[: _REPR_LIMIT * 2]}: {reason}")
 
@@ -171,6 +172,39 @@ class EntrySettings:
 
     def builder(self) -> CommandBuilder:
         return CommandBuilder(self.name_pattern)
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    """``entry.listen``: ``host:port`` (``[v6]:port`` for IPv6); ValueError otherwise."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValueError("entry.listen must be host:port, got %r" % (text,))
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("entry.listen must be host:port, got %r" % (text,))
+    return host, int(port)
+
+
+def settings_from(entry: Any, channel_var_prefix: str, name_pattern: str) -> EntrySettings:
+    """EntrySettings from the configuration's ``entry`` section (any object with the
+    attributes of entry.md's keys; ``sounds`` an object or mapping whose unset sounds are None)
+    plus ``events.channel_var_prefix`` and ``freeswitch.conference_name_pattern``."""
+    given = getattr(entry, "sounds", None)
+    sounds: Dict[str, str] = {}
+    for name in c.SOUND_NAMES:
+        value = given.get(name) if isinstance(given, dict) else getattr(given, name, None)
+        if value is not None:
+            sounds[name] = value
+    return EntrySettings(
+        default_account=entry.default_account,
+        default_profile=entry.default_profile,
+        number_tries=entry.number_tries,
+        pin_tries=entry.pin_tries,
+        digit_timeout=float(entry.digit_timeout),
+        channel_var_prefix=channel_var_prefix,
+        sounds=Sounds(**sounds),
+        name_pattern=name_pattern,
+    )
 
 
 # --- which account, which conference ------------------------------------------------------------

@@ -24,6 +24,7 @@ from gevent.server import StreamServer
 from confd.entry import constants as c
 from confd.entry import rules
 from confd.entry.directory import Directory, RoomReader
+from confd.entry.rules import parse_listen, settings_from
 from confd.entry.session import (
     Admissions,
     CallResult,
@@ -36,17 +37,6 @@ from confd.entry.session import (
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
-
-
-def parse_listen(text: str) -> Tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6)."""
-    if not isinstance(text, str) or ":" not in text:
-        raise ValueError("entry.listen must be host:port, got %r" % (text,))
-    host, _, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("entry.listen must be host:port, got %r" % (text,))
-    return host, int(port)
 
 
 class EntryService:
@@ -185,28 +175,6 @@ class EntryService:
     def _busy(self, sock: socket.socket) -> CallResult:
         """Over ``max_calls``: answer, goodbye, hang up (the same deadlines as a call)."""
         return CallSession(sock, self.ctx).refuse_busy()
-
-
-def settings_from(entry: Any, channel_var_prefix: str, name_pattern: str) -> rules.EntrySettings:
-    """EntrySettings from the configuration's ``entry`` section (any object with the
-    attributes of entry.md's keys; ``sounds`` an object or mapping whose unset sounds are None)
-    plus ``events.channel_var_prefix`` and ``freeswitch.conference_name_pattern``."""
-    given = getattr(entry, "sounds", None)
-    sounds: Dict[str, str] = {}
-    for name in c.SOUND_NAMES:
-        value = given.get(name) if isinstance(given, dict) else getattr(given, name, None)
-        if value is not None:
-            sounds[name] = value
-    return rules.EntrySettings(
-        default_account=entry.default_account,
-        default_profile=entry.default_profile,
-        number_tries=entry.number_tries,
-        pin_tries=entry.pin_tries,
-        digit_timeout=float(entry.digit_timeout),
-        channel_var_prefix=channel_var_prefix,
-        sounds=rules.Sounds(**sounds),
-        name_pattern=name_pattern,
-    )
 
 
 def from_config(
