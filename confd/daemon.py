@@ -21,6 +21,9 @@ from confd.conferences.commands import CommandBuilder
 from confd.conferences.control import ConferenceControl
 from confd.conferences.state import LiveState, Update
 from confd.config import Config
+from confd.entry import constants as entry_constants
+from confd.entry.directory import StoreDirectory, live_rooms
+from confd.entry.server import from_config as entry_from_config
 from confd.esl.node import NodeSettings, NodeSupervisor
 from confd.events.amqp import AmqpPublisher
 from confd.events.hub import EventHub
@@ -37,7 +40,8 @@ log = logging.getLogger(__name__)
 # The stop budget: every stop step takes its time from one deadline, so that the worst case
 # (requests and websockets that do not finish, nodes that do not answer, a broker that does not
 # confirm) still ends before systemd's TimeoutStopSec (15 s, systemd/confd.service) kills confd.
-STOP_BUDGET = 10.0
+STOP_BUDGET = 11.0
+ENTRY_STOP = 1.0  # calls in entry (caller entry on): half to finish, half to be ended
 HTTP_DRAIN = 5.0  # in-flight requests finish (and websockets answer their close) within this
 NODES_STOP = 2.5  # every node closes its connections, all at once
 AMQP_STOP = 2.5  # at least this is kept for the AMQP publisher to send what it holds
@@ -144,6 +148,18 @@ class Daemon:
         for node in self.nodes:
             self.metrics.track_queue("esl_pending:" + node.name, lambda n=node: n.pending_commands)
             self.metrics.track_queue("resync_backlog:" + node.name, lambda n=node: n.resync_backlog)
+        # Caller entry (entry.md): FreeSWITCH's outbound socket connections; off until
+        # entry.listen is set.  It reads the store and the live state, never the other way.
+        self.entry = entry_from_config(
+            cfg.entry,
+            channel_var_prefix=cfg.events.channel_var_prefix,
+            name_pattern=cfg.freeswitch.conference_name_pattern,
+            directory=StoreDirectory(self.store),
+            rooms=live_rooms(self.state),
+            on_outcome=self.metrics.entry_outcome,
+        )
+        if self.entry.enabled:
+            self.metrics.track_entry(lambda: self.entry.active, entry_constants.OUTCOMES)
         self.control = ConferenceControl(self.state, self.nodes, on_command=self.metrics.command)
         self.ctx = ApiContext(
             version=confd.__version__,
@@ -179,7 +195,12 @@ class Daemon:
         self._greenlets: List[gevent.Greenlet] = []
 
     def _health_extra(self) -> dict:
-        return {"amqp": self.amqp.status()} if self.amqp is not None else {}
+        extra = {}
+        if self.amqp is not None:
+            extra["amqp"] = self.amqp.status()
+        if self.entry.enabled:
+            extra["entry"] = self.entry.status()
+        return extra
 
     def _publish(self, updates: List[Update]) -> None:
         """Hook for the event hub: called on the intake path, must never block."""
@@ -188,6 +209,15 @@ class Daemon:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        # entry.listen is bound before anything starts: a taken address stops confd here.
+        self.entry.bind()
+        try:
+            self._start()
+        except BaseException:
+            self.entry.stop(timeout=0)
+            raise
+
+    def _start(self) -> None:
         http = self.cfg.http
         limits = Limits(
             header_timeout=http.header_timeout,
@@ -227,6 +257,9 @@ class Daemon:
             g = node.start()
             g.link_exception(self._crashed)
             self._greenlets.append(g)
+        # Calls are taken once the nodes are connecting: an entering caller's room is read
+        # from the live state they feed.
+        self.entry.start()
 
     @property
     def http_port(self) -> int:
@@ -244,11 +277,16 @@ class Daemon:
         self._stopped.set()
 
     def stop(self, budget: float = STOP_BUDGET) -> None:
-        """Reverse order, within one budget: stop accepting and close idle connections, let
-        in-flight requests finish (their commands need the nodes) and websockets close; then
-        close every node at once; then let AMQP send what it holds."""
+        """Reverse order, within one budget: caller entry first (it reads the live state and
+        the store: calls still in entry are ended, joined callers stay in their rooms); stop
+        accepting and close idle connections, let in-flight requests finish (their commands
+        need the nodes) and websockets close; then close every node at once; then let AMQP
+        send what it holds."""
         deadline = Deadline(budget)
         amqp_keep = AMQP_STOP if self.amqp is not None else 0.0
+        if self.entry.enabled:
+            entry = deadline.share(ENTRY_STOP, keep=HTTP_DRAIN + NODES_STOP + amqp_keep)
+            run_within([("entry", lambda: self.entry.stop(timeout=entry / 2))], entry)
         self.websocket.stop()
         if self.server is not None:
             self.server.stop_gracefully(deadline.share(HTTP_DRAIN, keep=NODES_STOP + amqp_keep))

@@ -119,6 +119,15 @@ class Metrics:
         self.amqp_connected = Gauge(
             "confd_amqp_connected", "1 when the AMQP publisher is connected", registry=r
         )
+        self.entry_calls = Counter(
+            "confd_entry_calls",
+            "Calls that ended their entry (number, PIN, join), by outcome (entry.md)",
+            ["outcome"],
+            registry=r,
+        )
+        self.entry_active = Gauge(
+            "confd_entry_active", "Calls in entry now (between connect and join)", registry=r
+        )
 
     def track_live(self, counts: Callable[[], Iterable[Tuple[int, int]]]) -> None:
         """Live gauges are computed at scrape time from the state, never on the intake path."""
@@ -135,6 +144,17 @@ class Metrics:
     def track_queue(self, queue: str, depth: Callable[[], int]) -> None:
         """A bounded queue's depth, read at scrape time."""
         self.queue_depth.labels(queue).set_function(lambda: float(depth()))
+
+    def track_entry(self, active: Callable[[], int], outcomes: Iterable[str]) -> None:
+        """Caller entry: its gauge read at scrape time, and every outcome shown from 0 (a
+        rate() over a label that appears late misses its first calls).  Outcomes are confd's
+        own words, a fixed set: no cardinality bound needed."""
+        self.entry_active.set_function(lambda: float(active()))
+        for outcome in outcomes:
+            self.entry_calls.labels(outcome)
+
+    def entry_outcome(self, outcome: str) -> None:
+        self.entry_calls.labels(outcome).inc()
 
     def drop(self, queue: str, n: int = 1) -> None:
         self.queue_drops.labels(queue).inc(n)

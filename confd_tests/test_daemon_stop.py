@@ -331,7 +331,8 @@ def test_the_stop_budget_fits_the_systemd_unit() -> None:
     unit = (ROOT / "systemd" / "confd.service").read_text()
     stop_timeout = float(re.search(r"^TimeoutStopSec=([0-9]+)$", unit, re.M).group(1))
     nofile = int(re.search(r"^LimitNOFILE=([0-9]+)$", unit, re.M).group(1))
-    assert daemon.HTTP_DRAIN + daemon.NODES_STOP + daemon.AMQP_STOP <= daemon.STOP_BUDGET
+    steps = daemon.ENTRY_STOP + daemon.HTTP_DRAIN + daemon.NODES_STOP + daemon.AMQP_STOP
+    assert steps <= daemon.STOP_BUDGET
     assert daemon.STOP_BUDGET <= stop_timeout - 3  # the interpreter's exit after it
     http = HttpConfig()
     bounds = Limits(max_connections=http.max_connections, max_websockets=http.max_websockets)

@@ -89,29 +89,48 @@ class EntryService:
     def port(self) -> Optional[int]:
         return self._server.server_port if self._server is not None else None
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Take the listening address without accepting yet: the daemon binds before it starts
+        anything, so a taken address stops it at once (an OSError naming entry.listen)."""
         if self._address is None or self._server is not None:
             return
-        self._stopping = False
         server = StreamServer(self._address, self._handle)
-        server.start()
+        try:
+            server.init_socket()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, "entry.listen %s: %s" % (self.listen, exc.strerror or exc)
+            ) from None
         self._server = server
+
+    def start(self) -> None:
+        """Accept FreeSWITCH's connections (binding first when ``bind`` was not called)."""
+        if self._address is None:
+            return
+        self.bind()
+        server = self._server
+        if server is None or server.started:
+            return
+        self._stopping = False
+        server.start()
         log.info("entry: listening on %s:%d", self._address[0], server.server_port)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop accepting; calls still in entry get ``timeout`` seconds, then their greenlets
-        are killed (their sockets close: the application running on the call finishes, then
-        FreeSWITCH continues the dialplan after ``socket``, which hangs up)."""
+        """Stop accepting; calls still in entry get half of ``timeout`` to end by themselves,
+        then their greenlets are killed within the other half (their sockets close: the
+        application running on the call finishes, then FreeSWITCH continues the dialplan after
+        ``socket``, which hangs up; a caller whose ``conference`` already runs stays in it).
+        The daemon passes its share of the stop budget."""
         server, self._server = self._server, None
         self._stopping = True
         if server is None:
             return
         server.close()  # no new connections
         busy = self.active
-        gevent.joinall(list(self._sessions), timeout=timeout)
+        gevent.joinall(list(self._sessions), timeout=timeout / 2)
         left = list(self._sessions)
         if left:
-            gevent.killall(left, block=True, timeout=timeout)
+            gevent.killall(left, block=True, timeout=timeout / 2)
         log.info("entry: stopped (%d call(s) were in entry, %d ended by the stop)", busy, len(left))
 
     def status(self) -> dict:
