@@ -1,7 +1,10 @@
 """``confd demo``: the daemon against a built-in simulated FreeSWITCH node.
 
 A newcomer with no FreeSWITCH sees the API and the events work: a demo account, two
-conference documents, callers joining, talking, being muted and leaving.
+conference documents, callers joining, talking, being muted and leaving.  Caller entry is on
+(on a loopback port of its own): simulated callers dial the documents' numbers, some with the
+right PIN, some with a wrong one (``confd.simulator.callers``), and the log, the REST view and
+the websocket show them entering or refused.
 
 The demo never touches what the daemon serves: it keeps its account in a database of its own
 (the command line opens ``cli.DEMO_DATABASE_URL`` unless ``--database`` names another) and
@@ -27,7 +30,9 @@ from gevent.event import Event
 from confd.config import Config, NodeConfig, config_to_dict
 from confd.daemon import EXIT_CANNOT_START, Daemon
 from confd.simulator.activity import run_activity
+from confd.simulator.callers import demo_script, run_callers
 from confd.simulator.model import ConferenceModel
+from confd.simulator.outbound import OutboundSide
 from confd.simulator.server import FakeFreeSwitch
 from confd.store import Store, StoreError
 
@@ -38,21 +43,43 @@ log = logging.getLogger(__name__)
 DEMO_ACCOUNT = "confd-demo"
 DEMO_CONFERENCES = ("Daily standup", "Support bridge")
 DEMO_FIRST_NUMBER = 7100
+# Caller entry: the first conference asks a PIN (member or moderator), the second none.
+DEMO_MEMBER_PIN = "1234"
+DEMO_MODERATOR_PIN = "9999"
+# The demo's entry listener: loopback, any free port (never the configured entry.listen,
+# which on a production host is where FreeSWITCH connects).
+DEMO_ENTRY_LISTEN = "127.0.0.1:0"
+
+
+def demo_body(i: int, name: str) -> Dict:
+    """The document of demo conference ``i``."""
+    body: Dict = {
+        "name": name,
+        "conference_numbers": [str(DEMO_FIRST_NUMBER + i)],
+        "member": {"join_muted": False},
+    }
+    if i == 0:
+        body["member"]["pins"] = [DEMO_MEMBER_PIN]
+        body["moderator"] = {"pins": [DEMO_MODERATOR_PIN]}
+    return body
 
 
 def demo_config(cfg: Config, fs_port: int, http_port: Optional[int]) -> Config:
     """The configuration, pointed at the simulator (and at ``--port`` when given), with no
-    AMQP broker: the simulated callers' events stay in this process."""
+    AMQP broker: the simulated callers' events stay in this process; caller entry on, on a
+    loopback port of its own, for the demo account's callers only (no default account)."""
     node = NodeConfig(host="127.0.0.1", port=fs_port, password="ClueCon", name="sim")
     fs = dataclasses.replace(cfg.freeswitch, nodes=(node,))
     http = cfg.http if http_port is None else dataclasses.replace(cfg.http, port=http_port)
     events = dataclasses.replace(cfg.events, amqp_url=None)
-    return dataclasses.replace(cfg, freeswitch=fs, http=http, events=events)
+    entry = dataclasses.replace(cfg.entry, listen=DEMO_ENTRY_LISTEN, default_account=None)
+    return dataclasses.replace(cfg, freeswitch=fs, http=http, events=events, entry=entry)
 
 
 def prepare_account(store: Store) -> Tuple[Dict, str, List[str]]:
     """The demo account with its two conference documents, made on the first start and
-    taken again on the next ones; returns (account, a new api key, document ids)."""
+    taken again on the next ones (their bodies made the current demo's again: an older
+    demo's documents had no PINs); returns (account, a new api key, document ids)."""
     mine = [a for a in store.accounts.list_accounts() if a["name"] == DEMO_ACCOUNT]
     if mine:
         account = mine[0]  # the oldest, should an earlier version have made more
@@ -61,28 +88,39 @@ def prepare_account(store: Store) -> Tuple[Dict, str, List[str]]:
     else:
         account, api_key = store.accounts.create_account(DEMO_ACCOUNT)
         docs = []
-    by_name = {doc.data.get("name"): doc.id for doc in docs}
+    by_name = {doc.data.get("name"): doc for doc in docs}
     ids: List[str] = []
     for i, name in enumerate(DEMO_CONFERENCES):
-        if name not in by_name:
-            body = {
-                "name": name,
-                "conference_numbers": [str(DEMO_FIRST_NUMBER + i)],
-                "member": {"join_muted": False},
-            }
-            by_name[name] = store.conferences.create(account["id"], body).id
-        ids.append(by_name[name])
+        body = demo_body(i, name)
+        doc = by_name.get(name)
+        if doc is None:
+            ids.append(store.conferences.create(account["id"], body).id)
+            continue
+        if doc.body != body:
+            store.conferences.replace(account["id"], doc.id, body)
+        ids.append(doc.id)
     return account, api_key, ids
 
 
 def instructions(
-    base: str, account_id: str, api_key: str, conference_id: str, database: str = ""
+    base: str,
+    account_id: str,
+    api_key: str,
+    conference_id: str,
+    database: str = "",
+    entry: str = "",
 ) -> str:
     ws = base.replace("http://", "ws://") + "/v2/websocket"
+    pin_room, open_room = (str(DEMO_FIRST_NUMBER + i) for i in range(2))
+    pins = f"PIN {DEMO_MEMBER_PIN}: member, {DEMO_MODERATOR_PIN}: moderator"
     return f"""
 confd demo is running: HTTP API on {base}, one simulated FreeSWITCH node "sim".
 Demo account {account_id}, api key {api_key}
 (kept in {database or "the demo's database"}; the next start takes it again, with a new key)
+Caller entry on {entry or "a loopback port"}: simulated callers dial {pin_room}
+("{DEMO_CONFERENCES[0]}", {pins}) and {open_room} ("{DEMO_CONFERENCES[1]}", no PIN),
+some with wrong PINs or numbers: the "demo:" and "entry: call=..." lines of the log show them
+enter or be refused; the participants below show who got in.
 
 Get a token:
   TOKEN=$(curl -s -X PUT {base}/v2/api_auth -d '{{"data": {{"api_key": "{api_key}"}}}}' \\
@@ -131,6 +169,7 @@ def run_demo(
         gevent.signal_handler(signal.SIGINT, stop.set),
     ]
     activity: Optional[gevent.Greenlet] = None
+    callers: Optional[gevent.Greenlet] = None
     try:
         try:
             account, api_key, ids = prepare_account(store)
@@ -139,7 +178,8 @@ def run_demo(
             return EXIT_CANNOT_START
         base = "http://%s:%d" % (cfg.http.host, daemon.http_port)
         shown = config_to_dict(cfg)["database"]["url"]  # a password masked
-        out.write(instructions(base, account["id"], api_key, ids[0], shown))
+        entry = "127.0.0.1:%d" % daemon.entry.port
+        out.write(instructions(base, account["id"], api_key, ids[0], shown, entry))
         out.flush()
         activity = gevent.spawn(
             run_activity,
@@ -150,12 +190,30 @@ def run_demo(
             interval=interval,
             stop_event=stop,
         )
+        callers = gevent.spawn(
+            run_callers,
+            OutboundSide(fake.model),
+            ("127.0.0.1", daemon.entry.port),
+            demo_script(
+                str(DEMO_FIRST_NUMBER),
+                str(DEMO_FIRST_NUMBER + 1),
+                DEMO_MEMBER_PIN,
+                DEMO_MODERATOR_PIN,
+            ),
+            account_variable=cfg.events.channel_var_prefix + "Account-ID",
+            account_id=account["id"],
+            rng=random.Random(seed),
+            stop_event=stop,
+        )
         gevent.wait([stop, daemon.stopped_event], count=1)
         return daemon.exit_code
     finally:
         stop.set()
         if activity is not None:
             activity.kill()
+        if callers is not None:
+            callers.join(timeout=5)  # it hangs its calls up once stop is set
+            callers.kill()
         daemon.stop()  # closes the store too
         fake.stop()
         for h in handlers:
