@@ -1,13 +1,27 @@
 """Every outbound capture replayed to confd's entry listener (captures/outbound/README.md):
 cut at the recorded TCP segments and at every byte.  What confd sends is compared with what
 the recorder sent, in meaning (see outbound_replay.meaning), and each scenario's outcome is
-the one entry.md asks for."""
+the one entry.md asks for.
+
+Modes:
+* ``chunks``: the replay sends the recorded TCP segments; confd reads as it likes;
+* ``bytes``: the same segments, and confd's sessions read one byte per ``recv``
+  (``session.RECV_BYTES = 1``), so its parser and its session see the stream cut at every
+  byte, each byte a read of its own -- for every scenario, at a fraction of the cost of
+  sending each byte in a TCP segment of its own;
+* ``wire``: one byte per TCP segment, the replay yielding after each, confd reading as it
+  likes (so it also waits on the socket between the bytes of a frame): for the member-PIN
+  scenario, the one every other scenario starts with.
+"""
+
+import contextlib
 
 import gevent
 import pytest
 
 from confd.entry import constants as c
 from confd.entry import rules
+from confd.entry import session as entry_session
 from confd.entry.directory import MemoryDirectory
 from confd.entry.server import EntryService
 from confd.entry.session import Timeouts
@@ -56,7 +70,25 @@ def sets(conf, role, how_role="played", how_conf="played"):
     return out
 
 
+@contextlib.contextmanager
+def reads_of(size):
+    """confd's entry sessions read at most ``size`` bytes per recv meanwhile."""
+    old = entry_session.RECV_BYTES
+    entry_session.RECV_BYTES = size
+    try:
+        yield
+    finally:
+        entry_session.RECV_BYTES = old
+
+
 def run_replay(name, docs, mode, pin_tries=3, locked=False):
+    if mode == "bytes":
+        with reads_of(1):
+            return _run_replay(name, docs, "chunks", pin_tries, locked)
+    return _run_replay(name, docs, "bytes" if mode == "wire" else mode, pin_tries, locked)
+
+
+def _run_replay(name, docs, mode, pin_tries=3, locked=False):
     cap = Capture.load(name)
     directory = MemoryDirectory()
     for conf_id, body in docs.items():
@@ -123,7 +155,7 @@ MODES = ["chunks", "bytes"]
 WELCOME = 4  # the recorder's welcome tone (step 4 of every scenario): confd plays none
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + ["wire"])
 def test_a_member_pin_joins_muted(mode):
     cap, tr, outcomes = run_replay("a_member_pin", {"7101": room("7101")}, mode)
     assert summary(tr) == HEAD + ANSWER + [(NUMBER, "played"), (PIN, "played")] + sets(
