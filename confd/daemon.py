@@ -16,6 +16,7 @@ import gevent
 from gevent.event import Event
 
 import confd
+from confd import console
 from confd.conferences import ownership
 from confd.conferences.commands import CommandBuilder
 from confd.conferences.control import ConferenceControl
@@ -174,7 +175,9 @@ class Daemon:
             token_ttl=cfg.auth.token_ttl,
             channel_var_prefix=cfg.events.channel_var_prefix,
         )
-        self.app = create_app(self.ctx, cors_origins=cfg.http.cors_origins)
+        self.app = create_app(
+            self.ctx, blueprints=[console.blueprint()], cors_origins=cfg.http.cors_origins
+        )  # /console/: the operator console, a page over the public API (console.md)
         # /v2/websocket is answered by this middleware; everything else goes to the Flask app.
         managed = ownership.name_check(self.builder.check_name)  # names confd manages
         self.websocket = WebsocketMiddleware(

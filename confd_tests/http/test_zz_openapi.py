@@ -25,6 +25,8 @@ from confd_tests.http.conftest import hexid
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Answered by the websocket middleware in front of the Flask app, so not in its url_map.
 MIDDLEWARE_ROUTES = {(WEBSOCKET_PATH, "get")}
+# The operator console's page and files (confd.console) are served by the app but are no API.
+CONSOLE_ENDPOINTS = "console."
 SPEC = load_spec(confd.__version__)
 
 
@@ -35,7 +37,7 @@ def openapi_path(rule: str) -> str:
 def served_routes(app):
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith(CONSOLE_ENDPOINTS):
             continue
         for method in rule.methods - IGNORED_METHODS:
             routes.add((openapi_path(rule.rule), method.lower()))
