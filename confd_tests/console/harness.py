@@ -254,7 +254,7 @@ class Confd:
         self.stderr_path = tmp / ("confd-%d.stderr" % self.port)
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "confd_tests.console.serve", "run"],
+            [sys.executable, "-m", "confd", "run"],
             cwd=tmp,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -32,6 +32,26 @@ window.WebSocket = class extends NativeWebSocket {
 """
 
 
+def record_announcements(page):
+    """Every text of the polite region for joins and leaves (#announcements)."""
+    region = page.locator("#announcements")
+    expect(region).to_have_attribute("role", "status")
+    expect(region).to_have_attribute("aria-live", "polite")
+    region.evaluate(
+        """r => { window.__said = [];
+           new MutationObserver(() => __said.push(r.textContent))
+             .observe(r, {childList: true, characterData: true, subtree: true}); }"""
+    )
+
+
+def announced(page, at_least):
+    """The announcements made so far, once they count ``at_least`` joins and leaves."""
+    said = " ".join(page.evaluate("() => window.__said"))
+    named = len(re.findall(r"(?<!people |person )(?:joined|left)\.", said))
+    counted = sum(int(n) for n in re.findall(r"(\d+) (?:people|person) (?:joined|left)", said))
+    return said if named + counted >= at_least else None
+
+
 def names(c):
     return c.participant_rows().get_by_role("rowheader").all_inner_texts()
 
@@ -97,6 +117,7 @@ def test_rows_are_patched_in_place_in_join_order_and_the_row_under_the_mouse_sta
     page = c.page
     page.evaluate("() => { window.__sameDocument = true }")
     c.open_conference(conf)
+    record_announcements(page)
     expect(c.participant_rows()).to_have_count(4)
     assert names(c) == ["Alice", "Bob", "Carol", "Erin"]
     expect(c.row("Alice").get_by_role("cell").first).to_have_text("Moderator")
@@ -134,6 +155,8 @@ def test_rows_are_patched_in_place_in_join_order_and_the_row_under_the_mouse_sta
     assert page.locator("table.participants tbody tr").count() == len(sim.members(conf)) == 3
     assert page.evaluate("() => window.__sameDocument") is True  # never reloaded
     expect(page.get_by_text("3 members, 0 admins")).to_be_visible()
+    said = wait_for(lambda: announced(page, 3), 20, "the joins and leaves announced")
+    assert "Dave joined." in said and "Alice left." in said and "Erin left." in said
     assert c.errors == []
 
 
@@ -217,8 +240,12 @@ def test_a_participant_known_only_from_its_event_is_placed_by_its_join_time(
     account.wait_participants(conf, 1)
     c = signed_in
     c.open_conference(conf)
+    record_announcements(c.page)
     ids = [first] + [sim.join(conf, "Caller %02d" % i, "20%02d" % i) for i in range(1, 13)]
     expect(c.participant_rows()).to_have_count(13)
+    # Announced in batches (names when few, counts when many), every join counted once.
+    said = wait_for(lambda: announced(c.page, 12), 20, "12 joins announced")
+    assert "left" not in said
     for n in range(40):
         sim.talk(ids[(n * 7) % 13], n % 2 == 0)
     for i in ids:

@@ -110,3 +110,29 @@ def test_an_expired_token_returns_to_sign_in(console_page, sim, tmp_path):
         wait_for(lambda: SESSION_KEY not in storage(page)["session"], 10, "session cleared")
     finally:
         short.stop()
+
+
+def test_an_admin_picks_any_account(console_page, store, account, sim, conference):
+    conf = conference("Admin view room")
+    sim.join(conf, "Alice", "1001")
+    admin, key = store.accounts.create_account("console-admin", admin=True)
+    c = console_page().open().sign_in(key)
+    page = c.page
+    field = page.get_by_label("Account ID")
+    expect(field).to_have_value(admin["id"])
+    field.fill("f" * 32)
+    page.get_by_role("button", name="Open account").click()
+    expect(page.locator("#account").get_by_role("alert")).to_have_text(
+        "No account %s." % ("f" * 32)
+    )
+    field.fill(account.id)
+    page.get_by_role("button", name="Open account").click()
+    expect(page.get_by_role("link", name="Admin view room")).to_be_visible()
+    expect(page.locator("#account-name")).to_contain_text("viewing account %s" % account.id)
+    c.wait_live()
+    # Events of that account reach the admin's page too.
+    sim.join(conf, "Bob", "1002")
+    cells = page.get_by_role("row").filter(has=page.get_by_role("link", name="Admin view room"))
+    expect(cells.get_by_role("cell").nth(1)).to_have_text("2")
+    for m in sim.members(conf):
+        sim.leave(m.id)

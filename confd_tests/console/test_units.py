@@ -67,7 +67,7 @@ def test_numbers_never_pins_and_batched_announcements(page):
         "Ann joined. Bo joined. Cy left."
     )
     assert js(page, "return m.summarizeChanges(['a', 'b', 'c'], ['d', 'e'])") == (
-        "3 joined, 2 left."
+        "3 people joined, 2 people left."
     )
 
 

@@ -132,8 +132,9 @@ export function summarizeChanges(joined, left, many = 3) {
     for (const name of left) parts.push(`${name} left.`);
     return parts.join(" ");
   }
-  if (joined.length) parts.push(`${joined.length} joined`);
-  if (left.length) parts.push(`${left.length} left`);
+  const people = (n) => `${n} ${n === 1 ? "person" : "people"}`;
+  if (joined.length) parts.push(`${people(joined.length)} joined`);
+  if (left.length) parts.push(`${people(left.length)} left`);
   return parts.join(", ") + ".";
 }
 
