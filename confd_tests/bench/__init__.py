@@ -23,6 +23,7 @@ SUBCOMMANDS: Dict[str, str] = {
     "intake": "confd_tests.bench.intake",
     "rest": "confd_tests.bench.rest",
     "ws": "confd_tests.bench.ws",
+    "entry": "confd_tests.bench.entry",
 }
 
 

@@ -183,6 +183,45 @@ def _rest_quick_run(client):
     assert "req/s" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
 
 
+def test_entry_quick_run_reports_every_figure():
+    proc = subprocess.run(
+        [sys.executable, "-m", "confd_tests.bench", "entry", "--quick"],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "entry"
+    assert result["status"] == "ok", result["status"]
+    n = result["settings"]["callers"]
+    wave = result["wave"]
+    # Every caller joined with its role's flags, as FreeSWITCH and confd's REST view show.
+    assert wave["joined"] == wave["right_flags"] == n, wave
+    assert wave["confd_view"] == {"seen": n, "right": n}, wave
+    steps = wave["steps"]
+    assert steps["count"] >= 5 * n and 0 < steps["p50_ms"] <= steps["p99_ms"], steps
+    for case in ("idle", "busy"):
+        r = result[case]
+        assert r["status"] in ("ok", "errors") and r["requests"] > 0, (case, r)
+        assert 0 < r["p50_ms"] <= r["p99_ms"], (case, r)
+        assert _positive(r["events_per_s_taken"]) and _positive(r["cpu_pct_confd"]), (case, r)
+    busy = result["busy"]["entry"]
+    assert busy["waves"] >= 1 and busy["joined"] == busy["right_flags"] == busy["dialled"]
+    abandon = result["abandon"]
+    assert len(abandon["rounds"]) == result["settings"]["rounds"]
+    for r in abandon["rounds"]:
+        assert r["opened"] == result["settings"]["abandon"] and _positive(r["rss_mb"]), r
+    # Every session of the abandoned connections ended.
+    assert abandon["after"]["active"] == abandon["after"]["sessions"] == 0
+    assert set(result["targets"]) == {"all_joined", "step_p99", "rss", "greenlets"}
+    for target in result["targets"].values():
+        assert target["pass"] in (True, False, None)
+    assert result["targets"]["all_joined"]["pass"] is True
+    assert "time per step" in proc.stdout and ("PASS" in proc.stdout or "MISS" in proc.stdout)
+
+
 def _broker_listening(host="127.0.0.1", port=5672):
     try:
         socket.create_connection((host, port), timeout=1).close()
