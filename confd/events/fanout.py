@@ -14,14 +14,15 @@ done per frame that can be done per event or per write:
   binding.  A group's frames of the round are joined once into one chunk, put in the
   ``Outbox`` of each of its connections (a connection with several subscriptions gets each
   frame as it is routed instead, so that its frames keep the events' order).
-- Then it flushes every outbox it touched: one non-blocking ``send`` of all of that
-  connection's waiting frames.  Whatever the socket does not take right away is left to a
-  writer greenlet of that connection, which waits for the socket, bounded by a write timeout,
-  while the dispatcher goes on with the others.
-- After a round, the next one waits as long as that round took, up to ``flush_interval``: a
-  steady stream to many clients is written in batches (one send per connection per round
-  instead of one per event), while cheap rounds and an event after a quiet spell go out at
-  once.  The interval bounds the latency this adds.
+- Then it wakes the writer of every outbox it touched.  Each connection has one writer
+  greenlet, the only one that writes to its socket: it takes what waits, whole chunks, and
+  sends it (one send per connection per round while the socket has room; a full socket is
+  waited for, bounded by a write timeout, while the others go on).  The writers run right
+  after the round, before the dispatcher's next one.
+- After a round, the next one waits as long as that round (its writes included) took, up to
+  ``flush_interval``: a steady stream to many clients is written in batches (one send per
+  connection per round instead of one per event), while cheap rounds and an event after a
+  quiet spell go out at once.  The interval bounds the latency this adds.
 
 Ownership (``confd.conferences.ownership``, one rule with REST): the hub says which account
 the conference's members claim at each event; the resolver adds its document.  A new
@@ -32,19 +33,24 @@ member, or a document found), then delivered in order before that event; admin s
 get them at once.  Held events are bounded in age (``OWNER_WAIT``: then nobody's) and number
 (``MAX_HELD``: counted drops).
 
-Bounds: a connection whose outbox holds more than its bound of frames is dropped (the client
-did not keep up: ``Member.overflowed``), and so is every connection when events wait for the
-dispatcher beyond the backlog bound (the dispatcher itself fell behind, say on a stalled
-database).  Either way intake never waits and nothing is buffered without limit.
+Bounds: a connection is dropped only for what its client did not take (``Outbox.too_slow``):
+more than its bound of frames waiting, its backlog no smaller ``SLOW_GRACE`` seconds later,
+or more than ``MAX_BACKLOG_BYTES`` waiting (``Member.overflowed``: a notice, then close).  A
+burst bigger than the bound (a node of thousands of participants lost and resynced) is no
+reason while the client takes it in.  Events waiting for the dispatcher are bounded by
+``MAX_DISPATCH_BACKLOG``, far beyond any burst: past it the dispatcher itself has been stalled
+for seconds, the events are lost and every client is told so.  Either way intake never waits
+and nothing is buffered without limit.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 import gevent
 import orjson
@@ -58,7 +64,15 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.002  # seconds between two rounds of writes, at most the latency added
 WRITE_TIMEOUT = 10.0  # a socket that takes nothing for this long: the client is gone
-WRITE_CHUNK = 256 * 1024  # the writer greenlet's sends, at most (a slow client's backlog)
+WRITE_CHUNK = 256 * 1024  # the writer joins queued chunks up to this size for one send
+SLOW_GRACE = 5.0  # seconds a client may stay over its frame bound without catching up
+MAX_BACKLOG_BYTES = 32 << 20  # bytes waiting for one client: over it, too slow at once
+MAX_DISPATCH_BACKLOG = 100000  # events waiting for the dispatcher: over it, confd fell behind
+# Bytes a connection's kernel send queue may hold not yet sent (TCP_NOTSENT_LOWAT): more waits
+# in the outbox, where the bounds see it, and a client reading at all makes the socket
+# writable (else megabytes waiting in the kernel hide a client's lag, and a slow reader may
+# not free enough of them within the write timeout to make it writable).
+UNSENT_LOWAT = 128 * 1024
 
 # A new conference's conference-level events wait this long (seconds) for its first member to
 # say who owns it (an ad-hoc conference's conference-create comes before any member), and at
@@ -78,15 +92,44 @@ def socket_error_text(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-class Outbox:
-    """One connection's frames waiting to be written, and the writing of them.
+def frame_at(data: Any, offset: int, start: int = 0) -> Tuple[int, int]:
+    """``(begin, end)`` of the frame that holds byte ``offset`` of ``data``, a run of whole
+    websocket frames, read from ``start`` (where a frame begins) by the frames' headers
+    (RFC 6455: 2 bytes, a 16- or 64-bit length if so marked, a mask key if masked)."""
+    pos = start
+    while True:
+        b1 = data[pos + 1]
+        n = b1 & 0x7F
+        if n == 126:
+            n, head = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+        else:
+            head = 2
+        end = pos + head + (4 if b1 & 0x80 else 0) + n
+        if end > offset:
+            return pos, end
+        pos = end
 
-    What waits is a list of chunks: a chunk is one or more whole websocket frames (a round's
-    events for one subscription come as one chunk, joined once and shared by every connection
-    with that subscription).  Only the first chunk may be partly written (``_offset`` bytes of
-    it).  ``waiting`` counts frames, against ``bound``.  ``flush`` never blocks: what the socket
-    does not take goes to a writer greenlet.  ``on_error(reason)`` is called (once) when the
-    socket fails or takes nothing for ``write_timeout`` seconds."""
+
+class Outbox:
+    """One connection's frames waiting to be written, and its writer: the one greenlet that
+    writes to the connection's socket.
+
+    Everybody else only enqueues: ``put`` (the dispatcher's event chunks, the session's replies),
+    ``seal`` (the close frame, last), ``discard`` (a dropped client: what the writer has not
+    taken yet is forgotten) and ``flush`` (wake the writer: the end of a round, or a reply).
+    The writer takes the waiting chunks (each one or more whole frames) into a buffer of its
+    own and writes it; nobody else touches that buffer, so a drop neither cuts a frame nor
+    loses what is queued after it (the notice and the close frame).  After a ``discard`` the
+    writer cuts its buffer after the frame it has begun, or is handing to a full socket (the
+    rest is stale).
+
+    Bounds (the client is told it is too slow and closed, see ``too_slow``): more than
+    ``bound`` frames waiting for ``grace`` seconds without the backlog going down, or more
+    than ``max_bytes`` waiting.  A burst beyond ``bound`` that the client takes in, however
+    big, is no reason: only what the socket does not take counts.  ``on_error(reason)`` is
+    called (once) when the socket fails or takes nothing for ``write_timeout`` seconds."""
 
     def __init__(
         self,
@@ -95,6 +138,9 @@ class Outbox:
         name: str = "",
         on_error: Callable[[str], None] = lambda reason: None,
         write_timeout: float = WRITE_TIMEOUT,
+        grace: float = SLOW_GRACE,
+        max_bytes: int = MAX_BACKLOG_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if bound < 1:
             raise ValueError("bound must be >= 1")
@@ -102,31 +148,59 @@ class Outbox:
         self.bound = bound
         self.name = name
         self.write_timeout = write_timeout
+        lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+        if lowat is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, lowat, UNSENT_LOWAT)
+            except (OSError, AttributeError):
+                pass  # not a TCP socket (a test's socket pair or fake)
+        self.grace = grace
+        self.max_bytes = max_bytes
+        self.clock = clock
         self._on_error = on_error
-        self._chunks: List[bytes] = []
-        self._counts: List[int] = []  # frames in each chunk
-        self.waiting = 0  # frames in all chunks
-        self._offset = 0
+        # Queued: put here, taken by the writer (or forgotten by discard).
+        self._chunks: Deque[bytes] = deque()
+        self._counts: Deque[int] = deque()  # frames in each chunk
+        self.queued = 0  # frames in _chunks
+        self.queued_bytes = 0
+        # The writer's own: what it took and is writing.
+        self._buf: Any = b""
+        self._buf_frames = 0
+        self._sent = 0  # bytes of _buf written
+        self._frame = 0  # where a frame of _buf begins, at or before _sent
+        self._cut = False  # discard asked the writer to cut _buf after the frame begun
         self._writer: Optional[gevent.Greenlet] = None
+        self._wake = Event()
         self._drained = Event()
         self._drained.set()
+        self._over_since: Optional[float] = None  # when the backlog went over the bound
+        self._over_mark = 0  # the backlog then
+        self.slow: Optional[str] = None  # why too_slow() said so
         self.failed = False
         self.sealed = False  # the close frame is queued: nothing more after it
         self.touched = False  # the dispatcher put frames in this round (its own bookkeeping)
 
+    @property
+    def waiting(self) -> int:
+        """Frames not written yet: the queued ones and the rest of the writer's buffer (from
+        its bytes left: counting its frames as they go would cost a header parse per frame,
+        and a buffer's frames are whole and much alike)."""
+        size = len(self._buf)
+        left = size - self._sent
+        if left <= 0:
+            return self.queued
+        return self.queued + -(-self._buf_frames * left // size)
+
     def __len__(self) -> int:
         return self.waiting
 
-    @property
-    def over_bound(self) -> bool:
-        return self.waiting > self.bound
-
     def put(self, chunk: bytes, frames: int = 1) -> None:
-        """Queue ``chunk`` (``frames`` whole frames); written at the next ``flush``."""
+        """Queue ``chunk`` (``frames`` whole frames); written after the next ``flush``."""
         if not self.sealed and not self.failed:
             self._chunks.append(chunk)
             self._counts.append(frames)
-            self.waiting += frames
+            self.queued += frames
+            self.queued_bytes += len(chunk)
             self._drained.clear()
 
     def seal(self, last: bytes) -> None:
@@ -134,43 +208,51 @@ class Outbox:
         self.put(last)
         self.sealed = True
 
-    def discard(self) -> int:
-        """Forget the frames not yet begun (a dropped client is not sent its stale backlog);
-        a chunk partly written stays, or the stream would break mid-frame."""
-        keep = 1 if self._offset else 0
-        dropped = self.waiting - sum(self._counts[:keep])
-        del self._chunks[keep:]
-        del self._counts[keep:]
-        self.waiting -= dropped
-        if not self._chunks:
-            self._drained.set()
-        return dropped
-
     def flush(self) -> None:
-        """Write what is waiting without blocking; the rest goes to the writer greenlet."""
-        chunks = self._chunks
-        if self._writer is not None or not chunks:
+        """Let the writer write what is queued (it does once the caller yields)."""
+        if self.failed or not self._chunks:
             return
-        if self.failed:
-            self._clear()
-            return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if self._offset:
-            data = memoryview(data)[self._offset :]
-        try:
-            n = self.sock.send(data, 0, 0.0)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            self._fail("write failed: %s" % socket_error_text(exc))
-            return
-        if n == len(data):
-            self._clear()
-            return
-        self._consumed(n)
-        self._drained.clear()
-        self._writer = gevent.spawn(self._write_rest)
-        self._writer.name = "ws-writer-%s" % self.name
+        if self._writer is None:
+            self._writer = gevent.spawn(self._run)
+            self._writer.name = "ws-writer-%s" % self.name
+        else:
+            self._wake.set()
+
+    def too_slow(self) -> Optional[str]:
+        """Why the client is too slow to keep (also in ``slow``), or None: more than
+        ``max_bytes`` waiting, or more than ``bound`` frames waiting and no fewer than
+        ``grace`` seconds before (a burst being taken in is not that: its backlog goes down).
+        Asked after frames are queued; the writer restarts the window once under the bound."""
+        if self.queued_bytes + len(self._buf) - self._sent > self.max_bytes:
+            self.slow = "more than %d MiB waiting" % (self.max_bytes >> 20)
+            return self.slow
+        waiting = self.waiting
+        if waiting <= self.bound:
+            self._over_since = None
+            return None
+        now = self.clock()
+        if self._over_since is None:
+            self._over_since, self._over_mark = now, waiting
+            return None
+        if now - self._over_since < self.grace:
+            return None
+        if waiting < self._over_mark:
+            # It took more than came in: a burst being taken in.  A new window.
+            self._over_since, self._over_mark = now, waiting
+            return None
+        self.slow = "%d events waiting, over %d for %gs" % (waiting, self.bound, self.grace)
+        return self.slow
+
+    def discard(self) -> None:
+        """Forget the frames not begun (a dropped client is not sent its stale backlog): the
+        queued ones now, those in the writer's buffer by the writer, which finishes the frame
+        it has begun (or the stream would break mid-frame)."""
+        self._chunks.clear()
+        self._counts.clear()
+        self.queued = self.queued_bytes = 0
+        self._cut = True
+        if not self._buf:
+            self._drained.set()
 
     def wait_drained(self, timeout: Optional[float]) -> bool:
         """Until every waiting frame is written (True) or ``timeout`` (False)."""
@@ -186,45 +268,83 @@ class Outbox:
     def _clear(self) -> None:
         self._chunks.clear()
         self._counts.clear()
-        self.waiting = 0
-        self._offset = 0
+        self.queued = self.queued_bytes = 0
+        self._buf, self._buf_frames, self._sent, self._frame = b"", 0, 0, 0
         self._drained.set()
 
-    def _consumed(self, n: int) -> None:
-        """``n`` more bytes of the waiting chunks were written."""
-        n += self._offset
-        chunks, counts = self._chunks, self._counts
-        i = done = 0
-        while i < len(chunks) and n >= len(chunks[i]):
-            n -= len(chunks[i])
-            done += counts[i]
-            i += 1
-        del chunks[:i]
-        del counts[:i]
-        self.waiting -= done
-        self._offset = n
+    # --- the writer greenlet -----------------------------------------------------------------
 
-    def _write_rest(self) -> None:
+    def _run(self) -> None:
         try:
-            while self._chunks and not self.failed:
-                size, parts = 0, []
-                for chunk in self._chunks:
-                    parts.append(chunk)
-                    size += len(chunk)
-                    if size >= WRITE_CHUNK:
-                        break
-                data = memoryview(b"".join(parts))[self._offset :]
-                with gevent.Timeout(self.write_timeout):
-                    n = self.sock.send(data)
-                self._consumed(n)
+            while not self.failed:
+                if self._cut:
+                    self._cut = False
+                    self._trim()
+                if not self._buf:
+                    if not self._chunks:
+                        self._drained.set()
+                        if self.sealed:
+                            return  # the close frame is written: nothing can follow
+                        self._wake.clear()
+                        self._wake.wait()
+                        continue
+                    self._take()
+                self._write()
         except gevent.Timeout:
             self._fail("client took nothing for %gs" % self.write_timeout)
         except OSError as exc:
             self._fail("write failed: %s" % socket_error_text(exc))
-        finally:
-            self._writer = None
-            if not self._chunks:
-                self._drained.set()
+        except Exception:  # noqa: BLE001 - a bug here must end this connection, not hide
+            log.exception("websocket %s: writer failed", self.name)
+            self._fail("writer failed")
+
+    def _take(self) -> None:
+        """Move queued chunks, whole, into the writer's buffer: one chunk as it is (a round's
+        frames for a subscription usually are one), else joined up to WRITE_CHUNK bytes."""
+        chunks, counts = self._chunks, self._counts
+        data, frames = chunks.popleft(), counts.popleft()
+        if chunks and len(data) < WRITE_CHUNK:
+            parts, size = [data], len(data)
+            while chunks and size < WRITE_CHUNK:
+                parts.append(chunks.popleft())
+                frames += counts.popleft()
+                size += len(parts[-1])
+            data = b"".join(parts)
+        self.queued -= frames
+        self.queued_bytes -= len(data)
+        self._buf, self._buf_frames, self._sent, self._frame = data, frames, 0, 0
+
+    def _write(self) -> None:
+        """One send of the rest of the buffer while the socket has room.  A full socket is
+        waited for (at most ``write_timeout`` seconds: a client that takes nothing is gone)
+        with only the rest of the frame begun at stake: a drop meanwhile still cuts the
+        buffer right after that frame."""
+        buf, sent = self._buf, self._sent
+        try:
+            n = self.sock.send(memoryview(buf)[sent:] if sent else buf, 0, 0.0)
+        except BlockingIOError:
+            n = 0
+        if not n:
+            self._frame, end = frame_at(buf, sent, self._frame)
+            with gevent.Timeout(self.write_timeout):
+                n = self.sock.send(memoryview(buf)[sent:end])
+        self._sent += n
+        if self._sent >= len(buf):
+            self._buf, self._buf_frames, self._sent, self._frame = b"", 0, 0, 0
+        if self._over_since is not None and self.waiting <= self.bound:
+            self._over_since = None
+
+    def _trim(self) -> None:
+        """After a discard: keep only the rest of the frame begun; what the buffer holds
+        beyond it is stale."""
+        buf, sent = self._buf, self._sent
+        if not buf:
+            return
+        begin, end = frame_at(buf, sent, self._frame) if sent else (0, 0)
+        if begin == sent:  # that frame is not begun either: the buffer is done
+            self._buf, self._buf_frames, self._sent, self._frame = b"", 0, 0, 0
+        else:
+            self._buf, self._buf_frames = memoryview(buf)[:end], 1
 
     def _fail(self, reason: str) -> None:
         if not self.failed:
@@ -321,7 +441,7 @@ class Fanout:
         self,
         resolver: OwnershipResolver,
         *,
-        backlog: int = 20000,
+        backlog: int = MAX_DISPATCH_BACKLOG,
         flush_interval: float = FLUSH_INTERVAL,
         metrics: Any = None,
         clock: Callable[[], float] = time.monotonic,
@@ -402,10 +522,15 @@ class Fanout:
         if len(pending) == 1:
             self._wake.set()
         elif len(pending) > self.backlog:
+            # Not a burst (a node of thousands lost and resynced is a few thousand events):
+            # the dispatcher itself has been stalled for seconds.  The events are lost, and
+            # every client is told so instead of silently missing them.
             log.warning(
                 "websocket fan-out: %d events waiting for the dispatcher, dropping every client",
                 len(pending),
             )
+            if self.metrics is not None:
+                self.metrics.drop("websocket_fanout", len(pending))
             pending.clear()
             for m in list(self.members):
                 self.drop(m, DROP_BEHIND)
@@ -430,6 +555,9 @@ class Fanout:
                 gevent.sleep(wait)
             start = self.clock()
             self.dispatch()
+            # The writers this round woke run now, before this greenlet: their sends are part
+            # of the round's cost that spaces the next one.
+            gevent.sleep(0)
             end = self.clock()
             # The next round waits as long as this one took, up to the interval: under a steady
             # stream to many clients the writes stay batched, while a cheap round (a few
@@ -458,7 +586,7 @@ class Fanout:
         for m in touched:
             box = m.outbox
             box.touched = False
-            if box.over_bound:
+            if box.too_slow():
                 self.drop(m, DROP_TOO_SLOW)
             else:
                 box.flush()

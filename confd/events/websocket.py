@@ -10,8 +10,8 @@ Per connection:
 - the *reader* (the WSGI request's greenlet) decodes frames and answers subscribe /
   unsubscribe / ping messages (token checks hit the database here, never on the intake path);
 - an ``Outbox`` (``confd.events.fanout``) holds the frames waiting to be written, replies and
-  events alike, in order; the fan-out's dispatcher puts event frames in it and writes them,
-  without blocking, and a writer greenlet finishes what a full socket did not take;
+  events alike, in order; the fan-out's dispatcher and the reader only put frames in it, and
+  its writer greenlet, the one that writes to the socket, writes them;
 - the *checker* greenlet closes the connection when a subscription's token expires, when it
   has had no subscription for ``subscribe_deadline`` seconds (an idle socket holds nothing),
   and pings a client that has sent nothing for ``ping_interval`` seconds, closing it when it
@@ -330,7 +330,7 @@ class WebsocketSession:
             self.outbox.seal(data)
         else:
             self.outbox.put(data)
-        if self.outbox.over_bound:
+        if not self._closing and self.outbox.too_slow():
             # A client that sends but never reads our answers.
             self.fanout.drop(self, DROP_TOO_SLOW)
             raise _Closed()
@@ -342,8 +342,8 @@ class WebsocketSession:
         self._write(TextMessage(data=text))
 
     def close(self, code: int, reason: str, notice_text: Optional[str] = None) -> None:
-        """Queue ``notice_text`` (if any) and a close frame, then give the client CLOSE_WAIT
-        seconds to answer before the socket is shut."""
+        """Queue ``notice_text`` (if any) and a close frame; once the close frame is written
+        the client has CLOSE_WAIT seconds to answer before the socket is shut."""
         if self._closing or self._dead:
             return
         self._closing = True
@@ -360,7 +360,15 @@ class WebsocketSession:
         finally:
             if self.metrics is not None:
                 self.metrics.websocket_closed(code)
-            gevent.spawn_later(CLOSE_WAIT, self._abort)
+            gevent.spawn(self._shut_after_close).name = "ws-close-%s" % self.name
+
+    def _shut_after_close(self) -> None:
+        """The socket is shut CLOSE_WAIT seconds after our close frame was written (a client
+        reading a backlog still gets the notice and the close frame), or once the writer
+        gave up on a client that took nothing for its write timeout."""
+        self.outbox.wait_drained(self.outbox.write_timeout)
+        gevent.sleep(CLOSE_WAIT)
+        self._abort()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -587,14 +595,14 @@ class WebsocketSession:
             self._abort("checker failed")
 
     def _dropped(self, reason: str) -> None:
-        """The fan-out dropped this client: more frames waiting than its bound, or confd itself
-        fell behind.  The client is told why after the frame being written (its stale
-        backlog is discarded); the socket is shut CLOSE_WAIT seconds later in any case."""
-        log.warning("websocket %s: %s, closing", self.name, reason)
+        """The fan-out dropped this client: it did not take its frames (``Outbox.too_slow``),
+        or confd itself fell behind.  The client is told why after the frame being written
+        (its stale backlog is discarded), then closed."""
         if reason == DROP_BEHIND:
             text = "confd fell behind: events were lost, subscribe again"
         else:
-            text = "too slow: more than %d events waiting" % self.outbox.bound
+            text = "too slow: %s" % self.outbox.slow
+        log.warning("websocket %s: %s, closing", self.name, text)
         self.close(CLOSE_TRY_AGAIN, reason, notice(text, self._bindings()))
 
 
@@ -647,7 +655,6 @@ class WebsocketMiddleware:
         self.clock = clock
         self.fanout = Fanout(
             resolver,
-            backlog=queue_bound,
             flush_interval=flush_interval,
             metrics=metrics,
         )
