@@ -94,7 +94,11 @@ class EntryService:
         anything, so a taken address stops it at once (an OSError naming entry.listen)."""
         if self._address is None or self._server is not None:
             return
-        server = StreamServer(self._address, self._handle)
+        # The kernel's queue of connections not accepted yet holds a burst of max_calls calls
+        # and the ones to refuse: past it (gevent's default is 128) Linux drops the handshake's
+        # last step and the call waits for a resent SYN-ACK (1 s, then 3 s, 7 s ...) before
+        # confd even sees it.  (net.core.somaxconn caps it.)
+        server = StreamServer(self._address, self._handle, backlog=self.max_calls + self.overflow)
         try:
             server.init_socket()
         except OSError as exc:

@@ -34,6 +34,7 @@ Processes, on loopback, sharing the machine's cores:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import resource
@@ -326,13 +327,18 @@ class EntrySim:
         import gevent
         from gevent import socket
 
-        got = {"opened": 0, "connect": 0, "errors": 0}
+        got: Dict[str, Any] = {"opened": 0, "connect": 0, "closed": 0, "errors": 0, "why": {}}
+
+        def failed(exc: OSError) -> None:
+            got["errors"] += 1
+            why = type(exc).__name__ if exc.errno is None else errno.errorcode.get(exc.errno, "?")
+            got["why"][why] = got["why"].get(why, 0) + 1
 
         def one() -> None:
             try:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            except OSError:
-                got["errors"] += 1
+            except OSError as exc:
+                failed(exc)
                 return
             got["opened"] += 1
             try:
@@ -345,8 +351,10 @@ class EntrySim:
                     data += chunk
                 if data.startswith(b"connect"):
                     got["connect"] += 1
-            except OSError:
-                got["errors"] += 1
+                else:
+                    got["closed"] += 1  # confd closed it unanswered (over max_calls)
+            except OSError as exc:
+                failed(exc)
             finally:
                 sock.close()
 
