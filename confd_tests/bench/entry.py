@@ -11,7 +11,7 @@ What is measured (issue 11):
    (``EntryContext.on_step``), the step's decisions and directory look-ups included -- is
    printed as p50/p99 (target p99 < 5 ms).
 2. **Entry beside intake and REST**: while a second node paces talking/mute events into confd
-   (5,000/s) and a client GETs a 20-participant conference on a fixed schedule (200/s, open
+   (5,000/s) and a client GETs a 20-participant conference on a fixed schedule (100/s, open
    loop), first with the entry service idle, then with waves of 200 callers entering back to
    back: events/s taken, REST p50/p99 and confd's CPU, side by side.
 3. **1,000 connections opened and abandoned** (connect, take confd's ``connect``, close),
@@ -55,7 +55,7 @@ DEFAULTS = {
     "rooms": 10,
     "seconds": 8.0,
     "rate": 5000.0,
-    "paced_rps": 200.0,
+    "paced_rps": 100.0,
     "abandon": 1000,
     "rounds": 5,
 }
@@ -75,7 +75,7 @@ MODERATOR_EVERY = 10  # one caller in ten types the moderator PIN
 FLAGS = {"member": ["mute"], "moderator": ["moderator"]}  # what each role joins with
 FIRST_NUMBER = 8000
 REST_SIZE = 20  # participants of the conference the REST client reads
-REST_CLIENTS = 4
+REST_CLIENTS = 10
 TIME_SCALE = 0.001  # the simulator's tones and digit timeouts, scaled
 WAVE_EVERY = 2.0  # seconds: the busy case starts a wave of callers this often
 WAVE_TIMEOUT = 120.0  # seconds for one wave of callers to end their entry
@@ -94,7 +94,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--callers", type=int, help="callers entering at once (200)")
     ap.add_argument("--rooms", type=int, help="conference documents they dial (10)")
     ap.add_argument("--seconds", type=float, help="length of each side-by-side case (8)")
-    ap.add_argument("--paced-rps", type=float, help="open-loop GET/s during the cases (200)")
+    ap.add_argument("--paced-rps", type=float, help="open-loop GET/s during the cases (100)")
     ap.add_argument("--abandon", type=int, help="connections opened and abandoned a round (1000)")
     ap.add_argument("--rounds", type=int, help="rounds of abandoned connections (5)")
 
@@ -796,6 +796,8 @@ def _summarise(results: Dict[str, Any], s: Dict[str, Any], out: TextIO) -> None:
                 str(i),
                 _fmt(r.get("opened")),
                 _fmt(r.get("connect")),
+                _fmt(r.get("closed")),
+                _fmt(r.get("errors")) + (" %s" % r["why"] if r.get("why") else ""),
                 _fmt(r.get("rss_mb"), "{:.1f}"),
                 _fmt(r.get("greenlets")),
             ]
@@ -812,7 +814,11 @@ def _summarise(results: Dict[str, Any], s: Dict[str, Any], out: TextIO) -> None:
         )
     )
     out.write(
-        table(["round", "opened", "got connect", "RSS MB", "greenlets"], rows, right=range(5))
+        table(
+            ["round", "opened", "got connect", "closed", "failed", "RSS MB", "greenlets"],
+            rows,
+            right=range(6),
+        )
         + "\n"
     )
     after = ab.get("after") or {}
