@@ -16,6 +16,7 @@ from confd_tests.netutil import free_port, poll
 from confd_tests.replay import Capture, ReplayFreeSwitch
 
 ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 60.0  # seconds; a start takes ~1 s, far longer on a busy machine
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def test_no_freeswitch_health_503_and_quiet_retries(daemon):
     status, body = poll(
         base + "/v2/health",
         lambda s, b: s == 503 and "refused" in (b["data"]["nodes"][0]["error"] or ""),
+        timeout=START_TIMEOUT,
     )
     (node,) = body["data"]["nodes"]
     assert body["status"] == "error"
@@ -75,7 +77,7 @@ def test_connected_node_health_200_then_clean_sigterm(daemon):
     fake = ReplayFreeSwitch([cap], pause_at_checkpoints=False).start()
     try:
         proc, base = daemon(fake.port)
-        status, body = poll(base + "/v2/health", lambda s, b: s == 200)
+        status, body = poll(base + "/v2/health", lambda s, b: s == 200, timeout=START_TIMEOUT)
         (node,) = body["data"]["nodes"]
         assert node["connected"] is True and node["error"] is None
         assert node["name"] == "127.0.0.1:%d" % fake.port and node["port"] == fake.port
@@ -101,6 +103,6 @@ def test_bad_config_exits_2_naming_the_key(daemon, tmp_path):
     cfg = tmp_path / "bad.yml"
     cfg.write_text("http:\n  prot: 1\n")
     proc, _ = daemon(free_port(), {"CONFD_CONFIG": str(cfg)})
-    _, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=START_TIMEOUT)
     assert proc.returncode == 2
     assert "http.prot" in err

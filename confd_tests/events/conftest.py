@@ -151,7 +151,7 @@ class ConfdProcess:
     def health(self):
         return http("GET", self.base + "/v2/health", timeout=2)
 
-    def wait_connected(self, timeout: float = 15.0) -> None:
+    def wait_connected(self, timeout: float = 60.0) -> None:  # a busy machine starts slowly
         def ok():
             try:
                 return self.health()[0] == 200
