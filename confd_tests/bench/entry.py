@@ -686,7 +686,11 @@ def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
             bench.clear()
             bench.steps()
             before = bench.stats()
+            cpu0 = proc_cpu(bench.confd.pid) or 0.0
             wave = bench.wave()
+            wave["cpu_ms_per_caller"] = (
+                1000.0 * ((proc_cpu(bench.confd.pid) or 0.0) - cpu0) / max(1, wave["dialled"])
+            )
             wave["confd_view"] = bench.confd_view(wave.pop("roles"))
             wave["steps"] = bench.steps()
             wave["preempted"] = bench.stats()["preempted"] - before["preempted"]
@@ -727,12 +731,13 @@ def _summarise(results: Dict[str, Any], s: Dict[str, Any], out: TextIO) -> None:
     )
     out.write(
         "   confd's own time per step (CHANNEL_EXECUTE_COMPLETE in -> next sendmsg out): "
-        "%s steps, p50 %s ms, p99 %s ms, max %s ms\n"
+        "%s steps, p50 %s ms, p99 %s ms, max %s ms; confd's CPU per caller entered: %s ms\n"
         % (
             _fmt(steps.get("count")),
             _fmt(steps.get("p50_ms"), "{:.3f}"),
             _fmt(steps.get("p99_ms"), "{:.3f}"),
             _fmt(steps.get("max_ms"), "{:.2f}"),
+            _fmt(wave.get("cpu_ms_per_caller"), "{:.2f}"),
         )
     )
     rows = []
