@@ -109,7 +109,10 @@ TERMINATOR = "#"
 DIGITS_REGEX = r"\d+"
 MAX_DIGITS = 16  # longest number or PIN a caller can type in one prompt
 NAME_SECONDS = 5  # play_name: the longest recording
-NAME_FILE = "/tmp/confd-entry-name-%s.wav"  # on the FreeSWITCH host; %s = the call's uuid
+# On the FreeSWITCH host; %s = the call's uuid.  confd cannot delete it: FreeSWITCH's only
+# commands that remove a file are `system`/`bg_system` (a shell, which confd never asks for), so
+# cleaning these up is the operator's (README: systemd's tmp.conf ages /tmp out, or a find job).
+NAME_FILE = "/tmp/confd-entry-name-%s.wav"
 
 # --- sounds --------------------------------------------------------------------------------------
 # Distinct tones, so entry works on a FreeSWITCH without sound packages.  The prompt and wrong-PIN
