@@ -69,6 +69,7 @@ export class ConferenceView {
     this.info = { name: "", numbers: [], running: false, locked: false, startedAt: null };
     this.pointerInside = false;
     this.chunks = []; // {tbody, rows: Set, shown}
+    this.admins = 0; // moderators among the rows (kept as rows come and go)
     this.build();
     this.tick = setInterval(() => this.updateTimers(), TICK_MS);
   }
@@ -232,6 +233,7 @@ export class ConferenceView {
         chunk.rows.add(row);
         row.chunk = chunk;
         chunk.tbody.append(row.tr);
+        if (row.p.is_moderator) this.admins++;
       }
       this.table.append(fragment);
     } else {
@@ -390,7 +392,9 @@ export class ConferenceView {
       talkCell,
       cell("c-mute", null, row.mute),
       cell("c-deaf", null, row.deaf),
-      cell("c-actions", null, row.kick, row.errors),
+      cell("c-actions", null, row.kick),
+      // Failures of this row's controls, under the row (the whole width: readable).
+      cell("c-errors", null, row.errors),
     );
     setText(row.roleCell, p.is_moderator ? "Moderator" : "Member");
     setText(row.numberCell, p.caller_id_number || "—");
@@ -422,6 +426,7 @@ export class ConferenceView {
     row.chunk = chunk;
     this.order.splice(at, 0, row);
     this.rows.set(p.participant_id, row);
+    if (row.p.is_moderator) this.admins++;
     if (announce) this.app.announcer.joinedName(displayName(p));
     this.renderInfo();
   }
@@ -431,6 +436,7 @@ export class ConferenceView {
     row.p = { ...before, ...p };
     if (p.is_moderator !== undefined && p.is_moderator !== before.is_moderator) {
       setText(row.roleCell, p.is_moderator ? "Moderator" : "Member");
+      this.admins += p.is_moderator ? 1 : -1;
       this.renderInfo();
     }
     if (p.caller_id_name !== before.caller_id_name || p.caller_id_number !== before.caller_id_number) {
@@ -479,6 +485,7 @@ export class ConferenceView {
     this.rows.delete(pid);
     const at = this.order.indexOf(row);
     if (at >= 0) this.order.splice(at, 1);
+    if (row.p.is_moderator) this.admins--;
     clearTimeout(row.hold);
     row.chunk.rows.delete(row);
     const hadFocus = row.tr.contains(document.activeElement);
@@ -513,11 +520,15 @@ export class ConferenceView {
   }
 
   newChunk() {
-    const chunk = { tbody: el("tbody", { role: "rowgroup", class: "chunk" }), rows: new Set() };
+    const chunk = {
+      tbody: el("tbody", { role: "rowgroup", class: "chunk shown" }),
+      rows: new Set(),
+    };
     // Whether the browser renders it (it is on screen): only those rows' timers tick.
     chunk.shown = true;
     chunk.tbody.addEventListener("contentvisibilityautostatechange", (ev) => {
       chunk.shown = !ev.skipped;
+      chunk.tbody.classList.toggle("shown", chunk.shown);
       if (chunk.shown) this.tickRows(chunk.rows, Date.now());
     });
     this.chunks.push(chunk);
@@ -562,8 +573,7 @@ export class ConferenceView {
       this.numbersEl,
       this.info.numbers.length ? `Numbers: ${this.info.numbers.join(", ")}` : "No numbers",
     );
-    let admins = 0;
-    for (const row of this.order) if (row.p.is_moderator) admins++;
+    const admins = this.admins;
     const members = this.order.length - admins;
     setText(
       this.countsEl,

@@ -29,15 +29,24 @@ export class LiveConnection {
     this.pongTimer = null;
     this.requestSeq = 0;
     this.subscribed = false;
+    // The network is back: no need to wait for the backoff.
+    this.onOnline = () => {
+      if (!this.ws && !this.stopped) {
+        clearTimeout(this.retryTimer);
+        this.connect();
+      }
+    };
   }
 
   start() {
     this.stopped = false;
+    window.addEventListener("online", this.onOnline);
     this.connect();
   }
 
   stop() {
     this.stopped = true;
+    window.removeEventListener("online", this.onOnline);
     clearTimeout(this.retryTimer);
     this.clearPing();
     if (this.ws) {
