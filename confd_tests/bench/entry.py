@@ -189,6 +189,7 @@ def confd_main(argv: List[str]) -> int:
     daemon = Daemon(cfg, store=Store.from_url(cfg.database.url))
     steps = array.array("d")
     daemon.entry.ctx.on_step = steps.append
+    cpu_steps = _record_step_cpu()
     daemon.start()
     _freeze_startup_objects()
     say("PORTS", {"http": daemon.http_port, "entry": daemon.entry.port})
@@ -217,12 +218,45 @@ def confd_main(argv: List[str]) -> int:
                 if line is None:
                     return 0
                 if line == "STEPS":
-                    say("STEPS", step_figures(list(steps)))
+                    figures = step_figures(list(steps))
+                    figures["cpu"] = step_figures(list(cpu_steps))
+                    say("STEPS", figures)
                     del steps[:]
+                    del cpu_steps[:]
                 elif line == "STATS":
                     say("STATS", stats())
     finally:
         gevent.spawn(daemon.stop).join(timeout=15)
+
+
+def _record_step_cpu() -> Any:
+    """The CPU time of each step too (bench instrumentation, not confd's): the main thread's
+    CPU time when the step's completion arrived (the session's channel reads its clock right
+    after each recv that brings data, and not again before the step ends) to the next sendmsg.
+    Unlike the wall-clock figure, it leaves out the time the OS gave the core to others."""
+    import array
+
+    from confd.entry import session
+
+    out = array.array("d")
+    real_init, real_send = session.Channel.__init__, session.CallSession._send
+
+    def init(self, sock, clock) -> None:
+        def marked() -> float:
+            self.cpu_mark = time.thread_time()
+            return clock()
+
+        real_init(self, sock, marked)
+        self.cpu_mark = 0.0
+
+    def send(self, data: bytes) -> None:
+        if self._step_done is not None:
+            out.append(time.thread_time() - self.ch.cpu_mark)
+        real_send(self, data)
+
+    session.Channel.__init__ = init
+    session.CallSession._send = send
+    return out
 
 
 # =============================================================================================
@@ -715,6 +749,7 @@ def run(args: argparse.Namespace, out: TextIO) -> Dict[str, Any]:
 def _summarise(results: Dict[str, Any], s: Dict[str, Any], out: TextIO) -> None:
     wave = results.get("wave") or {}
     steps = wave.get("steps") or {}
+    cpu = steps.get("cpu") or {}
     view = wave.get("confd_view") or {}
     out.write(
         "\n1. %d callers at once: %s joined, %s with their role's flags (FreeSWITCH's "
@@ -731,12 +766,17 @@ def _summarise(results: Dict[str, Any], s: Dict[str, Any], out: TextIO) -> None:
     )
     out.write(
         "   confd's own time per step (CHANNEL_EXECUTE_COMPLETE in -> next sendmsg out): "
-        "%s steps, p50 %s ms, p99 %s ms, max %s ms; confd's CPU per caller entered: %s ms\n"
+        "%s steps, p50 %s ms, p99 %s ms, max %s ms\n"
+        "   the same steps in CPU time (without the OS's preemptions): p50 %s ms, p99 %s ms, "
+        "max %s ms; confd's CPU per caller entered: %s ms\n"
         % (
             _fmt(steps.get("count")),
             _fmt(steps.get("p50_ms"), "{:.3f}"),
             _fmt(steps.get("p99_ms"), "{:.3f}"),
             _fmt(steps.get("max_ms"), "{:.2f}"),
+            _fmt(cpu.get("p50_ms"), "{:.3f}"),
+            _fmt(cpu.get("p99_ms"), "{:.3f}"),
+            _fmt(cpu.get("max_ms"), "{:.2f}"),
             _fmt(wave.get("cpu_ms_per_caller"), "{:.2f}"),
         )
     )
@@ -871,7 +911,10 @@ def _targets(results: Dict[str, Any], s: Dict[str, Any]) -> Dict[str, Dict[str, 
     targets["step_p99"] = {
         "label": "confd's time per step, p99",
         "target": "< %.0f ms" % TARGET_STEP_P99_MS,
-        "measured": "%.3f ms (%d steps)" % (p99, steps["count"]) if p99 is not None else "-",
+        "measured": "%.3f ms (%d steps; in CPU time %s ms)"
+        % (p99, steps["count"], _fmt((steps.get("cpu") or {}).get("p99_ms"), "{:.3f}"))
+        if p99 is not None
+        else "-",
         "value": p99,
         "pass": p99 < TARGET_STEP_P99_MS if p99 is not None else None,
     }
