@@ -117,6 +117,7 @@ def instructions(
 confd demo is running: HTTP API on {base}, one simulated FreeSWITCH node "sim".
 Demo account {account_id}, api key {api_key}
 (kept in {database or "the demo's database"}; the next start takes it again, with a new key)
+Operator console: {base}/console/ (sign in with the api key above)
 Caller entry on {entry or "a loopback port"}: simulated callers dial {pin_room}
 ("{DEMO_CONFERENCES[0]}", {pins}) and {open_room} ("{DEMO_CONFERENCES[1]}", no PIN),
 some with wrong PINs or numbers: the "demo:" and "entry: call=..." lines of the log show them

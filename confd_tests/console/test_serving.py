@@ -96,3 +96,12 @@ def test_the_blueprint_needs_no_token():
     app.register_blueprint(console.blueprint())
     views = [v for k, v in app.view_functions.items() if k.startswith("console.")]
     assert len(views) == 3 and all(getattr(v, PUBLIC_ATTR, False) for v in views)
+
+
+def test_confd_demo_prints_the_console_url_and_the_key_to_paste():
+    from confd.simulator.demo import instructions
+
+    text = instructions("http://127.0.0.1:8000", "a" * 32, "b" * 64, "c" * 32)
+    line = next(ln for ln in text.splitlines() if "/console/" in ln)
+    assert "http://127.0.0.1:8000/console/" in line and "api key" in line
+    assert "b" * 64 in text

@@ -37,7 +37,7 @@ def test_demo_starts_prints_instructions_and_shows_live_callers(tmp_path):
                 base = m.group(1)
         assert base, "".join(lines)
         text = "".join(lines)
-        for _ in range(20):
+        for _ in range(40):  # until the last line of the instructions
             text += proc.stdout.readline()
             if "Stop: Ctrl-C" in text:
                 break
