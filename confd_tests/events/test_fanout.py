@@ -341,7 +341,7 @@ def test_a_node_of_5000_lost_and_resynced_reaches_every_reader():
         for name, reader in readers.items():
             want = expected[name]
             n = len(want)
-            wait_until(lambda r=reader, n=n: len(r.got) >= n, "%s's events" % name)
+            wait_until(lambda r=reader, n=n: len(r.got) >= n, "%s's events" % name, 90)
             assert reader.got == want, name
         assert all(r.dropped == [] for r in readers.values())
         assert sorted(fanout.members, key=id) == sorted(readers.values(), key=id)
