@@ -328,7 +328,9 @@ def test_stop_delivers_what_is_buffered(confd, fake_fs, proxy, consumer):
             break
         got.extend(batch)
     bodies = [json.loads(m.body) for m in got]
-    assert {b["event"] for b in bodies} == {"start-talking"}
-    positions, rewinds = delivered_in_order([b["current_energy"] for b in bodies], energies)
+    # Alice's two may come again: sent again with the rest when their confirms were lost.
+    assert {b["event"] for b in bodies} <= {"start-talking", "conference-create", "add-member"}
+    talks = [b["current_energy"] for b in bodies if b["event"] == "start-talking"]
+    positions, rewinds = delivered_in_order(talks, energies)
     assert sorted(set(positions)) == list(range(total))  # every one, none lost
     assert rewinds <= log.count("AMQP: connection lost"), positions  # in order, resends aside
