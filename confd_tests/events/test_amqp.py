@@ -218,6 +218,8 @@ def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer):
     conf = "0123456789abcdef0123456789abcdef"
     fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1000")
     assert len(consumer.take(2, timeout=30)) == 2  # conference-create, add-member
+    # Both confirmed: the connection the cut ends holds none of them unconfirmed.
+    wait_for(lambda: c.health()[1]["data"]["amqp"]["published"] == 2, 30, "confirms")
     proxy.cut()
     numbers = [str(2000 + i) for i in range(40)]
     for number in numbers:
