@@ -27,8 +27,9 @@ PARTICIPANT_KEYS = {
 PARTICIPANT_EVENT_KEYS = [
     "custom_channel_vars", "channel_presence_id", "caller_id_number", "caller_id_name",
     "mute_detect", "video", "energy_level", "current_energy", "talking", "speak", "hear",
-    "floor", "participant_id", "instance_id", "conference_id", "focus", "call_id", "event",
-    "node", "msg_id", "event_name", "event_category", "app_version", "app_name", "routing_key",
+    "floor", "participant_id", "is_moderator", "join_time", "instance_id", "conference_id",
+    "focus", "call_id", "event", "node", "msg_id", "event_name", "event_category", "app_version",
+    "app_name", "routing_key",
 ]  # fmt: skip
 CONFERENCE_EVENT_KEYS = [
     "conference_id", "instance_id", "focus", "event", "is_locked", "members", "admins",

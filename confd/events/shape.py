@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tup
 import orjson
 
 from confd.conferences import events as ev
-from confd.conferences.model import Conference, Participant
+from confd.conferences.model import Conference, Participant, to_gregorian
 from confd.conferences.state import Update
 
 APP_NAME = "confd"
@@ -133,6 +133,10 @@ def participant_event(
         "hear": p.hear,
         "floor": p.floor,
         "participant_id": p.participant_id,
+        # Beyond the seed's example (events.md): a client places a new participant, with its
+        # role and join time, without asking for it again.
+        "is_moderator": p.is_moderator,
+        "join_time": to_gregorian(p.join_time),
         "instance_id": conference.uuid or p.conference_uuid,
         "conference_id": conference.name or p.conference_name,
         "focus": focus,

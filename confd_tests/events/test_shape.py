@@ -58,7 +58,8 @@ def build(event, p=None, **kw):
 
 @pytest.mark.parametrize("event", shape.PARTICIPANT_EVENTS)
 def test_participant_event_every_key_in_order(event):
-    pub = build(event, participant(talking=event == "start-talking"), account_hint="h" * 32)
+    p = participant(talking=event == "start-talking", is_moderator=True, join_time=1.7e9 + 0.75)
+    pub = build(event, p, account_hint="h" * 32)
     assert list(pub.data) == PARTICIPANT_EVENT_KEYS
     d = pub.data
     assert d["event"] == event and pub.name == event
@@ -66,6 +67,9 @@ def test_participant_event_every_key_in_order(event):
     assert d["channel_presence_id"] == "1001@example.com"
     assert (d["caller_id_name"], d["caller_id_number"]) == ("Alice", "1001")
     assert d["participant_id"] == 20 and d["energy_level"] == 20
+    # events.md: beyond the seed's keys, the role and the join time in Gregorian seconds
+    assert d["is_moderator"] is True
+    assert d["join_time"] == 1_700_000_000 + 62167219200
     assert d["talking"] is (event == "start-talking")
     assert (d["instance_id"], d["conference_id"], d["call_id"]) == (UUID, CONF, CALL)
     assert d["focus"] == "fs-a.example"
