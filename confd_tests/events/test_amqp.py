@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -95,9 +96,10 @@ class TcpProxy:
 
 
 class Consumer:
-    """An exclusive queue bound to conference.event.# on the real broker (polled: basic_get)."""
+    """An exclusive queue on the real broker (polled: basic_get), bound to the events of one
+    conference: other runs of these tests may share the broker and its exchange."""
 
-    def __init__(self):
+    def __init__(self, conference: str):
         parts = urlsplit(AMQP_URL)
         self.conn = amqp.Connection(
             host="%s:%d" % (parts.hostname, parts.port or 5672),
@@ -109,7 +111,7 @@ class Consumer:
         self.ch = self.conn.channel()
         self.ch.exchange_declare("conference", "topic", durable=True, auto_delete=False)
         self.queue, _, _ = self.ch.queue_declare("", exclusive=True)
-        self.ch.queue_bind(self.queue, "conference", "conference.event.#")
+        self.ch.queue_bind(self.queue, "conference", "conference.event.%s.*" % conference)
 
     def take(self, n, timeout=10.0):
         out = []
@@ -135,8 +137,14 @@ def proxy():
 
 
 @pytest.fixture
-def consumer():
-    c = Consumer()
+def conf():
+    """This test's conference: a name no other run uses at the same time."""
+    return secrets.token_hex(16)
+
+
+@pytest.fixture
+def consumer(conf):
+    c = Consumer(conf)
     yield c
     c.close()
 
@@ -159,10 +167,9 @@ def metric(base, line_start):
     return 0.0
 
 
-def test_events_reach_the_broker(confd, fake_fs, proxy, consumer):
+def test_events_reach_the_broker(confd, fake_fs, proxy, consumer, conf):
     c = confd({"events": {"amqp_url": proxied_url(proxy)}})
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 30, "AMQP connected")
-    conf = "0123456789abcdef0123456789abcdef"
     mid = fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1001")
     fake_fs.model("api", "conference %s mute %d" % (conf, mid))
     fake_fs.model("api", "conference %s lock" % conf)
@@ -208,14 +215,13 @@ def taken_in(base, *actions):
     return sum(metric(base, 'confd_esl_events_total{action="%s"}' % a) for a in actions)
 
 
-def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer):
+def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer, conf):
     """The broker goes away while 40 events come in and confd's buffer holds 5: intake and
     the API keep going, every event is either buffered or dropped and counted, and after
     the reconnect every buffered one is delivered, in order (at-least-once: a run of
     unconfirmed messages may come twice), none lost."""
     c = confd({"events": {"amqp_url": proxied_url(proxy), "amqp_buffer": 5}})
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 30, "AMQP connected")
-    conf = "0123456789abcdef0123456789abcdef"
     fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1000")
     assert len(consumer.take(2, timeout=30)) == 2  # conference-create, add-member
     # Both confirmed: the connection the cut ends holds none of them unconfirmed.
@@ -254,14 +260,13 @@ def test_broker_cut_mid_stream(confd, fake_fs, proxy, consumer):
     assert drops == c.health()[1]["data"]["amqp"]["dropped"]  # nothing dropped since
 
 
-def test_a_broker_that_stops_answering_is_noticed(confd, fake_fs, proxy, consumer):
+def test_a_broker_that_stops_answering_is_noticed(confd, fake_fs, proxy, consumer, conf):
     """A half-open connection: the path to the broker holds every byte, both ways, and
     closes nothing.  The heartbeats notice it while no event is pending, /v2/health says the
     broker is not connected, and once the path works again the events taken in meanwhile are
     all delivered, in order, none twice (none was in flight)."""
     c = confd({"events": {"amqp_url": proxied_url(proxy), "amqp_heartbeat": 1}})
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 30, "AMQP connected")
-    conf = "0123456789abcdef0123456789abcdef"
     fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1000")
     assert len(consumer.take(2, timeout=30)) == 2  # conference-create, add-member
     # Both confirmed: nothing is pending, so only the heartbeats can notice the silence.
@@ -287,7 +292,7 @@ def test_a_broker_that_stops_answering_is_noticed(confd, fake_fs, proxy, consume
     assert c.health()[1]["data"]["amqp"]["dropped"] == 0
 
 
-def test_stop_delivers_what_is_buffered(confd, fake_fs, proxy, consumer):
+def test_stop_delivers_what_is_buffered(confd, fake_fs, proxy, consumer, conf):
     """SIGTERM while the broker is slow to confirm and events still wait in confd's buffer
     (more than the 1,000 a connection may have unconfirmed): confd sends them and waits for
     their confirms before it exits, within its stop timeout; nothing is lost.  (Should the
@@ -296,7 +301,6 @@ def test_stop_delivers_what_is_buffered(confd, fake_fs, proxy, consumer):
     published = ["conference-create", "add-member", "start-talking"]  # identified by energy
     c = confd({"events": {"amqp_url": proxied_url(proxy), "publish_participant_event": published}})
     wait_for(lambda: metric(c.base, "confd_amqp_connected") == 1.0, 30, "AMQP connected")
-    conf = "0123456789abcdef0123456789abcdef"
     mid = fake_fs.model("join", conf, caller_id_name="Alice", caller_id_number="1001")
     assert len(consumer.take(2, timeout=30)) == 2  # conference-create, add-member
     proxy.pause()

@@ -313,7 +313,12 @@ def test_a_client_that_never_reads_is_dropped_alone():
                 break
         assert fake.wait_for_connections(1)
         assert fake.slow_client_drops == 1
-        assert fast.command("api conference count").body == b"10"
+        # The fast client still gets answers (after the events it has not read yet).
+        fast.send("api conference count")
+        frame = fast.read(10)
+        while frame is not None and frame.content_type != API_RESPONSE:
+            frame = fast.read(10)
+        assert frame is not None and frame.body == b"10"
         slow.close()
     finally:
         fake.stop()
