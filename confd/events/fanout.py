@@ -58,6 +58,7 @@ from gevent.event import Event
 from wsproto.frame_protocol import FrameProtocol
 
 from confd.events import shape
+from confd.events.background import Background
 from confd.events.ownership import PENDING, OwnershipResolver
 
 log = logging.getLogger(__name__)
@@ -434,8 +435,10 @@ class _Group:
         self.pending: List[bytes] = []  # this round's frames, for the solo connections
 
 
-class Fanout:
+class Fanout(Background):
     """Routes published events to the outboxes of the connections subscribed to them."""
+
+    GREENLET_NAME = "ws-fanout"
 
     def __init__(
         self,
@@ -536,15 +539,6 @@ class Fanout:
                 self.drop(m, DROP_BEHIND)
 
     # --- the dispatcher ------------------------------------------------------------------------
-
-    def start(self) -> gevent.Greenlet:
-        self._greenlet = gevent.spawn(self._run)
-        self._greenlet.name = "ws-fanout"
-        return self._greenlet
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
 
     def _run(self) -> None:
         while True:

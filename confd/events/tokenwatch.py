@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Optional, Protocol, Set
 
 import gevent
 
+from confd.events.background import Background
+
 log = logging.getLogger(__name__)
 
 # Seconds between two checks: a revocation shows within this plus one query (README: 5 s).
@@ -39,7 +41,9 @@ class Checker(Protocol):
         """Which are still valid; None when that cannot be known now (database trouble)."""
 
 
-class TokenWatch:
+class TokenWatch(Background):
+    GREENLET_NAME = "ws-token-watch"
+
     def __init__(
         self,
         checker: Checker,
@@ -51,15 +55,6 @@ class TokenWatch:
         self.interval = interval
         self.checks = 0  # queries made (each covers every connection)
         self._greenlet: Optional[gevent.Greenlet] = None
-
-    def start(self) -> gevent.Greenlet:
-        self._greenlet = gevent.spawn(self._run)
-        self._greenlet.name = "ws-token-watch"
-        return self._greenlet
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
 
     def _run(self) -> None:
         while True:
