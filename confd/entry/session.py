@@ -210,10 +210,7 @@ class CallSession:
         started = self.ctx.clock()
         r = self.result
         try:
-            self._connect()
-            self._command(c.CMD_MYEVENTS)
-            self._command(c.CMD_LINGER)
-            self._execute(c.APP_ANSWER, None, self.t.command)
+            self._answer()
             r.outcome = self._enter()
         except CallGone as exc:
             if r.outcome == c.OUTCOME_ERROR and not r.reason:
@@ -244,15 +241,19 @@ class CallSession:
             r.seconds = self.ctx.clock() - started
         return r
 
+    def _answer(self) -> None:
+        """The opening every call shares: connect, own its events, linger, answer."""
+        self._connect()
+        self._command(c.CMD_MYEVENTS)
+        self._command(c.CMD_LINGER)
+        self._execute(c.APP_ANSWER, None, self.t.command)
+
     def refuse_busy(self) -> CallResult:
         """A call over ``max_calls``: answered, told goodbye, hung up (outcome ``busy``)."""
         started = self.ctx.clock()
         r = self.result
         try:
-            self._connect()
-            self._command(c.CMD_MYEVENTS)
-            self._command(c.CMD_LINGER)
-            self._execute(c.APP_ANSWER, None, self.t.command)
+            self._answer()
             self._refuse(c.OUTCOME_BUSY, self.s.sounds.goodbye, c.CAUSE_CONGESTION)
         except CallGone as exc:
             r.outcome, r.reason = c.OUTCOME_BUSY, str(exc)
