@@ -634,7 +634,15 @@ class ConferenceModel:
         pairs: EventPairs = []
         if name == EVENT_CUSTOM:
             pairs.append(("Event-Subclass", SUBCLASS))
-        pairs += [
+        pairs += self.core_pairs(name, calling, now)
+        if fired:
+            pairs.append(("Event-Sequence", str(self._sequence)))
+        return pairs
+
+    def core_pairs(self, name: str, calling: Tuple[str, str, int], now: float) -> EventPairs:
+        """The headers every event of this switch carries, up to (not with) Event-Sequence;
+        the outbound simulator's channel events share them."""
+        return [
             ("Event-Name", name),
             ("Core-UUID", self.core_uuid),
             ("FreeSWITCH-Hostname", self.hostname),
@@ -648,9 +656,6 @@ class ConferenceModel:
             ("Event-Calling-Function", calling[1]),
             ("Event-Calling-Line-Number", str(calling[2])),
         ]
-        if fired:
-            pairs.append(("Event-Sequence", str(self._sequence)))
-        return pairs
 
     def _conf_headers(self, conf: Conference) -> EventPairs:
         return [

@@ -33,7 +33,6 @@ digits with ``SimulatedCall.type`` or gives each prompt its answer in advance (`
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import re
@@ -742,19 +741,7 @@ class SimulatedCall:
         now = time.time()
         self._sequence += 1
         calling = CALLING.get(name, ("switch_channel.c", "switch_channel_event", 0))
-        return [
-            ("Event-Name", name),
-            ("Core-UUID", self.model.core_uuid),
-            ("FreeSWITCH-Hostname", self.model.hostname),
-            ("FreeSWITCH-Switchname", self.model.hostname),
-            ("FreeSWITCH-IPv4", self.model.ipv4),
-            ("FreeSWITCH-IPv6", self.model.ipv6),
-            ("Event-Date-Local", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))),
-            ("Event-Date-GMT", email.utils.formatdate(now, usegmt=True)),
-            ("Event-Date-Timestamp", str(int(now * 1_000_000))),
-            ("Event-Calling-File", calling[0]),
-            ("Event-Calling-Function", calling[1]),
-            ("Event-Calling-Line-Number", str(calling[2])),
+        return self.model.core_pairs(name, calling, now) + [
             ("Event-Sequence", str(self._sequence)),
         ]
 
