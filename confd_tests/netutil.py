@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Tuple
+from pathlib import Path
+from typing import IO, Any, Callable, Tuple
 
 import gevent
 
@@ -47,3 +49,22 @@ def poll(url: str, until: Callable[[int, Any], bool], timeout: float = 15.0) -> 
             pass
         gevent.sleep(0.1)
     raise AssertionError("no answer matching in %.0fs; last: %r" % (timeout, last))
+
+
+def process_log(stderr: IO, path: Path) -> str:
+    """What a process wrote to ``stderr`` (a file open at ``path``) so far."""
+    if not stderr.closed:
+        stderr.flush()
+    return path.read_text()
+
+
+def stop_process(proc: subprocess.Popen, stderr: IO, grace: float) -> None:
+    """SIGTERM, up to ``grace`` seconds for a clean exit, then SIGKILL; closes ``stderr``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    stderr.close()

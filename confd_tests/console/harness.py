@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from confd_tests.netutil import free_port
+from confd_tests.netutil import free_port, process_log, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CONFD_CHROMIUM", "/usr/bin/chromium")
@@ -275,19 +275,10 @@ class Confd:
         return self
 
     def log(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()
+        return process_log(self._stderr, self.stderr_path)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
+        stop_process(self.proc, self._stderr, 15)
 
 
 class Account:

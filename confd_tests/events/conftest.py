@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 import pytest
 
-from confd_tests.netutil import free_port
+from confd_tests.netutil import free_port, process_log, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,19 +163,10 @@ class ConfdProcess:
         wait_for(ok, timeout, "confd connected to the fake FreeSWITCH")
 
     def log(self) -> str:
-        if not self._stderr.closed:
-            self._stderr.flush()
-        return self.stderr_path.read_text()
+        return process_log(self._stderr, self.stderr_path)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
+        stop_process(self.proc, self._stderr, 10)
         if self._store is not None:
             self._store.close()
 
