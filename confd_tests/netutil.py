@@ -4,8 +4,10 @@ that never stops this process's event loop (the in-process fake FreeSWITCH keeps
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Tuple
 
 import gevent
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -68,3 +72,18 @@ def stop_process(proc: subprocess.Popen, stderr: IO, grace: float) -> None:
             proc.kill()
             proc.wait()
     stderr.close()
+
+
+def run_confd(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m confd ARGS`` to its end, without the caller's CONFD_* environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFD_")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "confd", *args],
+        cwd=str(cwd),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

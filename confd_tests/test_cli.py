@@ -15,6 +15,7 @@ import yaml
 import confd
 from confd import cli
 from confd.config import Config, config_to_dict
+from confd_tests.netutil import run_confd
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = """\
@@ -32,20 +33,6 @@ events:
 """
 SECRETS = ("dbsecret", "fs-secret-1", "mqsecret")
 BAD = "http:\n  port: 8000\nfreeswitch:\n  nodes:\n    - host: h\n      port: abc\n"
-
-
-def run_confd(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFD_")}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "confd", *args],
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from confd import cli
-
-REPO = Path(__file__).resolve().parent.parent
+from confd_tests.netutil import run_confd
 
 # The subcommands and the arguments each needs besides --config.
 COMMANDS = {
@@ -148,20 +145,6 @@ def test_a_database_that_fails_after_it_opened(tmp_path, capsys, in_process, mon
 
 
 # --- as processes: the reported cases, and ports that are taken --------------------------------
-
-
-def run_confd(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFD_")}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "confd", *args],
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
