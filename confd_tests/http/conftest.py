@@ -24,6 +24,7 @@ from confd.simulator.server import FakeFreeSwitch
 from confd.store import Store
 from confd_tests.conftest import wait_until
 from confd_tests.http.client import ApiClient
+from confd_tests.http.serverutil import start_live
 
 INSTANCE = "confd-test"
 ACCOUNT_VAR = "ecallmgr_Account-ID"  # the default channel_var_prefix + Account-ID
@@ -241,6 +242,21 @@ def harness(make_harness: Any, tmp_path) -> Harness:
 def stored(make_harness: Any, database_url: str) -> Harness:
     """One node ``fs1`` on every database backend."""
     return make_harness(database_url)
+
+
+@pytest.fixture
+def live(tmp_path) -> Iterator[Any]:
+    """``live(**http)``: a whole confd server on a real socket (serverutil.start_live), each
+    one stopped at the end of the test."""
+    made = []
+
+    def make(**http: Any) -> Any:
+        made.append(start_live(tmp_path, **http))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.stop()
 
 
 def hexid(n: int) -> str:

@@ -10,24 +10,11 @@ import pytest
 
 from confd.config import ConfigError, config_from_dict
 from confd_tests.http.client import ApiClient
-from confd_tests.http.serverutil import KeepAlive, exchange, start_live
+from confd_tests.http.serverutil import KeepAlive, exchange
 
 PAGE = "https://dashboard.example.com"
 OTHER = "https://evil.example.net"
 ACCOUNT_PATH = "/v2/accounts/%s/conferences" % ("a" * 32)
-
-
-@pytest.fixture
-def live(tmp_path):
-    made = []
-
-    def make(**http):
-        made.append(start_live(tmp_path, **http))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.stop()
 
 
 def preflight(port: int, origin: str, method: str = "PUT"):

@@ -13,7 +13,6 @@ import socket
 import time
 
 import gevent
-import pytest
 
 from confd.http.server import LIMIT_LOG_INTERVAL, LimitLog
 from confd_tests.http.client import ApiClient
@@ -25,24 +24,10 @@ from confd_tests.http.serverutil import (
     exchange,
     parse,
     read_until_closed,
-    start_live,
 )
 
 HOSTILE = 2000  # sockets the attacker holds: twice the default http.max_connections
 WEBSOCKETS = 50  # upgraded websockets that never subscribe, among them
-
-
-@pytest.fixture
-def live(tmp_path):
-    made = []
-
-    def make(**http):
-        made.append(start_live(tmp_path, **http))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.stop()
 
 
 def upgrade_request(path: str = "/v2/websocket") -> bytes:
