@@ -9,6 +9,7 @@ and, on Linux, gets SIGTERM when the parent dies however it dies (``PR_SET_PDEAT
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -75,6 +76,26 @@ def parse_metrics(text: str) -> Dict[str, float]:
             except ValueError:
                 pass
     return out
+
+
+def metrics_text(port: int, timeout: float) -> str:
+    """The text of confd's ``GET /metrics`` on 127.0.0.1; RuntimeError unless HTTP 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise RuntimeError("GET /metrics: HTTP %d" % resp.status)
+    return text
+
+
+def children_cpu() -> float:
+    """CPU seconds of the child processes waited for (a client that runs to its end)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def proc_cpu(pid: int) -> Optional[float]:

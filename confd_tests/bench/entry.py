@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, TextIO
 
 from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.bench.intake import _fmt, _verdict
-from confd_tests.loadtools import Child, ChildFailed, proc_cpu, say
+from confd_tests.loadtools import Child, ChildFailed, children_cpu, metrics_text, proc_cpu, say
 
 DESCRIPTION = "caller entry: 200 callers at once, time per step, intake/REST beside it, abandons"
 
@@ -442,33 +442,12 @@ def sim_main(argv: List[str]) -> int:
 # =============================================================================================
 
 
-def _metrics_text(port: int) -> str:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=STEP_TIMEOUT)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        text = resp.read().decode()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise RuntimeError("GET /metrics: HTTP %d" % resp.status)
-    return text
-
-
-def _children_cpu() -> float:
-    """CPU seconds of the children waited for (the REST client runs to its end)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def _talk_events(port: int) -> float:
     """Talking and mute events confd took (the feeder's; the entry simulator sends member
     joins and leaves, counted apart)."""
     from confd_tests.loadtools import parse_metrics
 
-    m = parse_metrics(_metrics_text(port))
+    m = parse_metrics(metrics_text(port, STEP_TIMEOUT))
     return sum(m.get('%s{action="%s"}' % (EVENTS_METRIC, a), 0.0) for a in TALK_ACTIONS)
 
 
@@ -643,7 +622,7 @@ class Bench:
             self.sim.ask("LOOP " + self.wave_spec(), "LOOPING", STEP_TIMEOUT)
         ev0 = _talk_events(self.http)
         cpu0 = {c.name: proc_cpu(c.pid) or 0.0 for c in self.children}
-        client0 = _children_cpu()
+        client0 = children_cpu()
         sent0 = list(self.sent) if self.sent else None
         t0 = time.monotonic()
         r = _run_python(
@@ -656,7 +635,7 @@ class Bench:
             r["events_per_s_sent"] = (sent1[1] - sent0[1]) / (sent1[0] - sent0[0])
         for c in self.children:
             r["cpu_pct_" + c.name] = 100.0 * ((proc_cpu(c.pid) or 0.0) - cpu0[c.name]) / wall
-        r["cpu_pct_client"] = 100.0 * (_children_cpu() - client0) / wall
+        r["cpu_pct_client"] = 100.0 * (children_cpu() - client0) / wall
         if busy:
             r["entry"] = json.loads(self.sim.ask("STOP", "STOPPED", WAVE_TIMEOUT * 3))
             r["entry"]["callers_per_s"] = r["entry"]["dialled"] / wall

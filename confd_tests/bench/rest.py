@@ -39,7 +39,6 @@ import math
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -55,7 +54,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from confd_tests.bench import REPO_ROOT, percentile, settings, table
 from confd_tests.bench.intake import _fmt, _Lines, _stop, _verdict
-from confd_tests.loadtools import proc_cpu
+from confd_tests.loadtools import children_cpu, metrics_text, proc_cpu
 
 DESCRIPTION = "REST GET of a 20- and a 1,000-participant conference under 5,000 events/s"
 
@@ -492,22 +491,8 @@ def _wait(what: str, check, timeout: float = STEP_TIMEOUT, every: float = 0.1) -
     )
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def _events_taken(port: int) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        text = resp.read().decode()
-        status = resp.status
-    finally:
-        conn.close()
-    if status != 200:
-        raise RuntimeError("GET /metrics: HTTP %d" % status)
+    text = metrics_text(port, REQUEST_TIMEOUT)
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -747,7 +732,7 @@ class Bench:
         ev0, cpu0, ch0 = (
             _events_taken(self.port),
             (proc_cpu(self.daemon.pid) or 0.0),
-            _children_cpu(),
+            children_cpu(),
         )
         fd0 = proc_cpu(self.feeder.pid) or 0.0
         sent0 = self.feeder_lines.sent
@@ -764,7 +749,7 @@ class Bench:
             r["events_per_s_sent"] = (sent1[1] - sent0[1]) / (sent1[0] - sent0[0])
         r["cpu_pct_daemon"] = 100.0 * ((proc_cpu(self.daemon.pid) or 0.0) - cpu0) / wall
         r["cpu_pct_feeder"] = 100.0 * ((proc_cpu(self.feeder.pid) or 0.0) - fd0) / wall
-        r["cpu_pct_client"] = 100.0 * (_children_cpu() - ch0) / wall
+        r["cpu_pct_client"] = 100.0 * (children_cpu() - ch0) / wall
         return r
 
     def close(self) -> None:
