@@ -15,7 +15,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, TypeVar
 
 import gevent
 from gevent import socket
@@ -26,6 +26,7 @@ from confd.esl import protocol as p
 
 CAPTURES = Path(__file__).parent / "captures"
 _LENGTH_RE = re.compile(rb"^Content-Length: (\d+)$", re.M)
+T = TypeVar("T")
 _SEND_RE = re.compile(r" SEND (b'.*'|b\".*\")$")
 JSON_LIST_COMMANDS = ("api conference json_list", "api conference json_list compact")
 
@@ -68,7 +69,7 @@ class Capture:
             if m:
                 sends.append(ast.literal_eval(m.group(1)).decode("utf-8", "replace").strip())
         cap = cls(name, raw, chunks, sends)
-        cap.frames = list(_scan(raw))
+        cap.frames = list(scan_frames(raw))
         return cap
 
     def replies(self) -> List[RawFrame]:
@@ -134,8 +135,9 @@ class Capture:
         return out
 
 
-def _scan(raw: bytes):
-    """Frame boundaries of a capture (independent of the parser under test)."""
+def scan_frames(raw: bytes, make: Callable[[int, int, p.Frame], T] = RawFrame) -> Iterator[T]:
+    """Frame boundaries of a capture (independent of the parser under test), each frame made
+    by ``make(start, end, frame)`` (the outbound captures' RawFrame adds an event name)."""
     pos = 0
     while pos < len(raw):
         end = raw.find(b"\n\n", pos)
@@ -145,7 +147,7 @@ def _scan(raw: bytes):
         m = _LENGTH_RE.search(head)
         stop = end + 2 + (int(m.group(1)) if m else 0)
         frame = p.FrameParser().feed(raw[pos:stop])[0]
-        yield RawFrame(pos, stop, frame)
+        yield make(pos, stop, frame)
         pos = stop
 
 

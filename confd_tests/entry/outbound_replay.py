@@ -42,20 +42,16 @@ import gevent
 from gevent import socket
 
 from confd.esl import protocol as p
+from confd_tests import replay
+from confd_tests.replay import scan_frames
 
 CAPTURES = Path(__file__).parent.parent / "captures" / "outbound"
 _SEND_RE = re.compile(r" SEND (b'.*'|b\".*\")$")
 _RECV_RE = re.compile(r" # RECV frame#(\d+) @(\d+):")
-_LENGTH_RE = re.compile(rb"^Content-Length: (\d+)$", re.M)
 ALIASES = {"entry_role": "confd_role", "entry_conf_num": "confd_conference_id"}
 
 
-@dataclass
-class RawFrame:
-    start: int
-    end: int
-    frame: p.Frame
-
+class RawFrame(replay.RawFrame):
     @property
     def event_name(self) -> str:
         if self.frame.content_type != p.EVENT_PLAIN:
@@ -93,7 +89,7 @@ class Capture:
             if len(parts) >= 4:
                 off, n = int(parts[2]), int(parts[3])
                 cuts.update((off, off + n))
-        frames = list(_scan(raw))
+        frames = list(scan_frames(raw, RawFrame))
         by_start = {f.start: i for i, f in enumerate(frames)}
         steps: List[Step] = []
         for line in (CAPTURES / (name + ".cmds")).read_text().splitlines():
@@ -118,18 +114,6 @@ class Capture:
             if f.event_name == event_name:
                 return f
         raise LookupError(event_name)
-
-
-def _scan(raw: bytes):
-    pos = 0
-    while pos < len(raw):
-        end = raw.find(b"\n\n", pos)
-        if end < 0:
-            return
-        m = _LENGTH_RE.search(raw[pos:end])
-        stop = end + 2 + (int(m.group(1)) if m else 0)
-        yield RawFrame(pos, stop, p.FrameParser().feed(raw[pos:stop])[0])
-        pos = stop
 
 
 def _headers(req: p.CommandRequest) -> Dict[str, str]:
