@@ -27,6 +27,19 @@ SUBSCRIBED = p.encode_frame(
     {"Content-Type": p.COMMAND_REPLY, "Reply-Text": "+OK event listener enabled plain"}
 )
 
+# room1's first member joins (one conference, one member on the node).
+ADD_MEMBER = p.encode_plain_event(
+    {
+        "Event-Subclass": "conference::maintenance",
+        "Event-Name": "CUSTOM",
+        "Conference-Name": "room1",
+        "Conference-Unique-ID": "u1",
+        "Unique-ID": "c1",
+        "Member-ID": "1",
+        "Action": "add-member",
+    }
+)
+
 
 def api_response(text):
     return p.encode_frame({"Content-Type": p.API_RESPONSE}, text.encode())
@@ -245,17 +258,7 @@ def test_node_auth_failure_is_reported_and_retried_slowly(scripted, make_node):
 
 
 def test_node_heartbeat_deadline_drops_state(scripted, make_node):
-    add = p.encode_plain_event(
-        {
-            "Event-Subclass": "conference::maintenance",
-            "Event-Name": "CUSTOM",
-            "Conference-Name": "room1",
-            "Conference-Unique-ID": "u1",
-            "Unique-ID": "c1",
-            "Member-ID": "1",
-            "Action": "add-member",
-        }
-    )
+    add = ADD_MEMBER
     fake = scripted()
     node = make_node(fake.port, heartbeat_timeout=0.4, reconnect_min=5)
     wait_until(lambda: node.connected)
@@ -270,17 +273,7 @@ def test_node_heartbeat_deadline_drops_state(scripted, make_node):
 def test_node_command_past_its_deadline_costs_only_the_command_connection(scripted, make_node):
     """events.md, lifecycle step 4: a command with no reply fails (503 to the caller) and the
     command connection is made again; the event connection and the live state stay."""
-    add = p.encode_plain_event(
-        {
-            "Event-Subclass": "conference::maintenance",
-            "Event-Name": "CUSTOM",
-            "Conference-Name": "room1",
-            "Conference-Unique-ID": "u1",
-            "Unique-ID": "c1",
-            "Member-ID": "1",
-            "Action": "add-member",
-        }
-    )
+    add = ADD_MEMBER
     slow = "api conference room1 lock"
     fake = scripted(
         lambda line: standard(line, lambda line: None if line == slow else api_response("+OK"))
