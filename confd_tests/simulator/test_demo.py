@@ -31,11 +31,15 @@ def test_demo_starts_prints_instructions_and_shows_live_callers(tmp_path):
         lines = []
         while base is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
+            if not line:  # it ended
+                break
             lines.append(line)
             m = re.search(r"HTTP API on (http://127\.0\.0\.1:\d+)", line)
             if m:
                 base = m.group(1)
-        assert base, "".join(lines)
+        if base is None:
+            proc.kill()
+        assert base, "".join(lines) + proc.stderr.read()
         text = "".join(lines)
         for _ in range(40):  # until the last line of the instructions
             text += proc.stdout.readline()
