@@ -106,15 +106,22 @@ def test_a_connection_that_never_answers_connect_is_dropped(service):
     assert closed_by_confd(sock)
 
 
-def test_closed_mid_sendmsg(service):
-    svc = service()
-    sock = dial(svc)
+def opened(sock):
+    """Play FreeSWITCH through confd's opening (connect, myevents, linger); the parser of
+    what confd sends next."""
     parser = p.CommandParser()
     read_command(sock, parser)
     sock.sendall(connect_reply())
     for reply in (b"+OK Events Enabled", b"+OK will linger"):
         read_command(sock, parser)
         sock.sendall(b"Content-Type: command/reply\nReply-Text: " + reply + b"\n\n")
+    return parser
+
+
+def test_closed_mid_sendmsg(service):
+    svc = service()
+    sock = dial(svc)
+    parser = opened(sock)
     assert read_command(sock, parser)[0].line == "sendmsg"
     sock.sendall(b"Content-Type: command/reply\nReply-Te")  # half a reply, then gone
     sock.close()
@@ -125,12 +132,7 @@ def test_closed_mid_sendmsg(service):
 def test_a_stalled_application_is_dropped_after_its_deadline(service):
     svc = service()
     sock = dial(svc)
-    parser = p.CommandParser()
-    read_command(sock, parser)
-    sock.sendall(connect_reply())
-    for reply in (b"+OK Events Enabled", b"+OK will linger"):
-        read_command(sock, parser)
-        sock.sendall(b"Content-Type: command/reply\nReply-Text: " + reply + b"\n\n")
+    parser = opened(sock)
     read_command(sock, parser)  # answer
     sock.sendall(b"Content-Type: command/reply\nReply-Text: +OK\n\n")  # ...and nothing more
     settle(svc, 1)
