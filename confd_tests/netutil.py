@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -53,6 +54,22 @@ def poll(url: str, until: Callable[[int, Any], bool], timeout: float = 15.0) -> 
             pass
         gevent.sleep(0.1)
     raise AssertionError("no answer matching in %.0fs; last: %r" % (timeout, last))
+
+
+def serve_calls(calls: queue.Queue, stop: Any) -> None:
+    """In a fake FreeSWITCH's own thread (its gevent hub): run each (fn, args, kwargs, future)
+    that another thread put on ``calls``, handing the result or exception to its future, until
+    ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            fn, args, kwargs, fut = calls.get_nowait()
+        except queue.Empty:
+            gevent.sleep(0.002)
+            continue
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            fut.set_exception(exc)
 
 
 def process_log(stderr: IO, path: Path) -> str:

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from confd_tests.netutil import free_port, process_log, stop_process
+from confd_tests.netutil import free_port, process_log, serve_calls, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CONFD_CHROMIUM", "/usr/bin/chromium")
@@ -105,7 +105,6 @@ class Sim:
         return self
 
     def _run(self) -> None:
-        import gevent
 
         from confd.simulator.model import ConferenceModel
         from confd.simulator.server import FakeFreeSwitch
@@ -128,16 +127,7 @@ class Sim:
         model.api = api  # what the node answers to `api ...` commands
         self.port = self.fake.port
         self._ready.set()
-        while not self._stop.is_set():
-            try:
-                fn, args, kwargs, fut = self._calls.get_nowait()
-            except queue.Empty:
-                gevent.sleep(0.002)
-                continue
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
+        serve_calls(self._calls, self._stop)
         self.fake.stop()
 
     def _gate(self, pairs: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 import pytest
 
-from confd_tests.netutil import free_port, process_log, stop_process
+from confd_tests.netutil import free_port, process_log, serve_calls, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,6 @@ class FakeThread:
         return self
 
     def _run(self) -> None:
-        import gevent
 
         from confd.simulator.model import ConferenceModel
         from confd.simulator.server import FakeFreeSwitch
@@ -55,16 +54,7 @@ class FakeThread:
         self.fake.start()
         self.port = self.fake.port
         self._ready.set()
-        while not self._stop.is_set():
-            try:
-                fn, args, kwargs, fut = self._calls.get_nowait()
-            except queue.Empty:
-                gevent.sleep(0.002)
-                continue
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
+        serve_calls(self._calls, self._stop)
         self.fake.stop()
 
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
