@@ -441,6 +441,48 @@ class EntryConfig:
                     raise ConfigError(key, f"expected {wanted}, got {_describe(value)}") from None
 
 
+# An instance's name goes into PostgreSQL's application_name ("confd:<instance>", at most 63
+# bytes) and into AMQP queue names and routing keys: letters, digits and . _ - only.
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several instances on one PostgreSQL and one RabbitMQ (cluster.md): off until
+    ``instance`` is set."""
+
+    instance: Optional[str] = None  # this instance's unique name; set = cluster mode
+    amqp_url: Optional[str] = None  # required in cluster mode
+    # Prefixes the exchanges and queues used between instances and the advisory-lock keys,
+    # so that two clusters can share a broker and a database.
+    name: str = "confd"
+    claim_interval: float = field(default=1.0, metadata={_GT: 0, _LE: 60})
+    request_timeout: float = field(default=0.5, metadata={_GT: 0, _LE: 60})
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _check_prefix("amqp_url", self.amqp_url, AMQP_URL_PREFIXES)
+        if self.instance is not None and not _INSTANCE_NAME.fullmatch(self.instance):
+            raise ConfigError(
+                "instance",
+                "expected a name of letters, digits, '.', '_' and '-' (at most 50, starting"
+                f" with a letter or digit), got {_describe(self.instance)}",
+            )
+        if not _CLUSTER_NAME.fullmatch(self.name):
+            raise ConfigError(
+                "name",
+                "expected a name of letters, digits, '.', '_' and '-' (at most 50, starting"
+                f" with a letter or digit), got {_describe(self.name)}",
+            )
+        if self.instance is not None and self.amqp_url is None:
+            raise ConfigError("amqp_url", "required when cluster.instance is set")
+
+    @property
+    def enabled(self) -> bool:
+        return self.instance is not None
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -450,9 +492,23 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     entry: EntryConfig = field(default_factory=EntryConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        if self.cluster.enabled:
+            if not self.database.url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    "database.url",
+                    "cluster mode (cluster.instance set) needs a PostgreSQL database: node"
+                    " ownership is a PostgreSQL advisory lock; SQLite is not shared",
+                )
+            if self.events.amqp_url is not None and self.events.amqp_url != self.cluster.amqp_url:
+                raise ConfigError(
+                    "events.amqp_url",
+                    "in cluster mode the owners publish events on cluster.amqp_url; leave"
+                    " events.amqp_url unset or give it the same URL",
+                )
         if self.entry.listen is not None:
             # What entry builds from this section and the two values it shares with others
             # (the account variable's name must be one FreeSWITCH's `set` takes).
@@ -688,4 +744,6 @@ def config_to_dict(cfg: Config, mask_secrets: bool = True) -> Dict[str, Any]:
         data["database"]["url"] = _mask_url(data["database"]["url"])
         if data["events"]["amqp_url"] is not None:
             data["events"]["amqp_url"] = _mask_url(data["events"]["amqp_url"])
+        if data["cluster"]["amqp_url"] is not None:
+            data["cluster"]["amqp_url"] = _mask_url(data["cluster"]["amqp_url"])
     return data

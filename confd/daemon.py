@@ -10,7 +10,7 @@ import logging
 import signal
 import socket
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import gevent
 from gevent.event import Event
@@ -112,7 +112,7 @@ class Daemon:
         self, cfg: Config, *, instance_name: Optional[str] = None, store: Optional[Store] = None
     ) -> None:
         self.cfg = cfg
-        self.instance_name = instance_name or socket.gethostname()
+        self.instance_name = instance_name or cfg.cluster.instance or socket.gethostname()
         self.store = store if store is not None else Store.from_url(cfg.database.url)
         self.metrics = Metrics()
         self.state = LiveState()
@@ -123,28 +123,37 @@ class Daemon:
             state=self.state,
             metrics=self.metrics,
         )
+        self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)
+        # Several instances (cluster.md): only with a cluster section; without one, nothing
+        # of confd.cluster is imported and this stays the single process it always was.
+        self.cluster: Any = None
+        if cfg.cluster.enabled:
+            from confd.cluster.service import Cluster
+
+            self.cluster = Cluster(
+                cfg,
+                settings=node_settings(cfg),
+                state=self.state,
+                builder=self.builder,
+                make_supervisor=self._supervisor,
+                on_crash=self._crashed,
+                on_command=self.metrics.command,
+            )
+        amqp_url = cfg.cluster.amqp_url if self.cluster is not None else cfg.events.amqp_url
         self.amqp: Optional[AmqpPublisher] = None
-        if cfg.events.amqp_url:
+        if amqp_url:
             self.amqp = AmqpPublisher(
-                cfg.events.amqp_url,
+                amqp_url,
                 buffer=cfg.events.amqp_buffer,
                 metrics=self.metrics,
                 heartbeat=cfg.events.amqp_heartbeat,
+                headers=self.cluster.publish_headers if self.cluster is not None else None,
             )
             self.hub.add_sink(self.amqp.offer)
-        self.builder = CommandBuilder(cfg.freeswitch.conference_name_pattern)
-        self.nodes = [
-            NodeSupervisor(
-                settings,
-                self.state,
-                self.builder,
-                publish=self._publish,
-                wants_updates=self.hub.has_consumers,
-                on_event_taken=self.metrics.event,
-                on_status=lambda node: self.metrics.node_state(node.name, node.connected),
-            )
-            for settings in node_settings(cfg)
-        ]
+        if self.cluster is not None:
+            self.nodes: List[Any] = list(self.cluster.nodes)  # claimed and released as it goes
+        else:
+            self.nodes = [self._supervisor(settings) for settings in node_settings(cfg)]
         self.metrics.track_live(lambda: [self.state.counts(n.name) for n in self.nodes])
         for node in self.nodes:
             self.metrics.track_queue("esl_pending:" + node.name, lambda n=node: n.pending_commands)
@@ -161,11 +170,19 @@ class Daemon:
         )
         if self.entry.enabled:
             self.metrics.track_entry(lambda: self.entry.active, entry_constants.OUTCOMES)
-        self.control = ConferenceControl(self.state, self.nodes, on_command=self.metrics.command)
+        if self.cluster is not None:
+            self.control: Any = self.cluster.control
+            health: Callable[[], List[dict]] = self.cluster.health_nodes
+        else:
+            self.control = ConferenceControl(
+                self.state, self.nodes, on_command=self.metrics.command
+            )
+            health = lambda: [n.status() for n in self.nodes]  # noqa: E731
         self.ctx = ApiContext(
             version=confd.__version__,
             node_name=self.instance_name,
-            health=lambda: [n.status() for n in self.nodes],
+            health=health,
+            unready=self.cluster.unready if self.cluster is not None else (lambda: None),
             health_extra=self._health_extra,
             observe_request=self.metrics.request,
             metrics_text=self.metrics.render,
@@ -191,14 +208,30 @@ class Daemon:
             ping_interval=float(cfg.events.websocket_ping_s),
             subscribe_deadline=float(cfg.events.websocket_subscribe_s),
             is_conference_id=managed,
+            bindings=self.cluster.bindings if self.cluster is not None else None,
         )
+        if self.cluster is not None:
+            self.cluster.deliver_to(self.websocket.fanout.offer, lambda: self.websocket.sessions)
         self.server: Optional[ApiServer] = None
         self._stopped = Event()
         self._failed: Optional[str] = None
         self._greenlets: List[gevent.Greenlet] = []
 
+    def _supervisor(self, settings: NodeSettings) -> NodeSupervisor:
+        return NodeSupervisor(
+            settings,
+            self.state,
+            self.builder,
+            publish=self._publish,
+            wants_updates=self.hub.has_consumers,
+            on_event_taken=self.metrics.event,
+            on_status=lambda node: self.metrics.node_state(node.name, node.connected),
+        )
+
     def _health_extra(self) -> dict:
         extra = {}
+        if self.cluster is not None:
+            extra.update(self.cluster.health_extra())
         if self.amqp is not None:
             extra["amqp"] = self.amqp.status()
         if self.entry.enabled:
@@ -256,10 +289,15 @@ class Daemon:
         fanout.link_exception(self._crashed)
         self._greenlets.append(fanout)
         self.metrics.track_queue("websocket_fanout", lambda: self.websocket.fanout.waiting)
-        for node in self.nodes:
-            g = node.start()
-            g.link_exception(self._crashed)
-            self._greenlets.append(g)
+        if self.cluster is not None:
+            for g in self.cluster.start():  # claims nodes as its share allows
+                g.link_exception(self._crashed)
+                self._greenlets.append(g)
+        else:
+            for node in self.nodes:
+                g = node.start()
+                g.link_exception(self._crashed)
+                self._greenlets.append(g)
         # Calls are taken once the nodes are connecting: an entering caller's room is read
         # from the live state they feed.
         self.entry.start()
@@ -294,13 +332,23 @@ class Daemon:
         if self.server is not None:
             self.server.stop_gracefully(deadline.share(HTTP_DRAIN, keep=NODES_STOP + amqp_keep))
         nodes = deadline.share(NODES_STOP, keep=amqp_keep)
-        run_within(
-            [("node " + n.name, lambda n=n: n.stop(timeout=nodes / 2)) for n in self.nodes],
-            nodes,
-        )
+        if self.cluster is not None:
+            # Rolling restart (cluster.md item 6): the nodes are handed over (connections
+            # closed, then their locks released) for the others to claim; this instance keeps
+            # answering the others' requests until its bus stops.
+            cluster = self.cluster
+            run_within([("cluster hand-over", lambda: cluster.hand_over(nodes / 2))], nodes)
+        else:
+            run_within(
+                [("node " + n.name, lambda n=n: n.stop(timeout=nodes / 2)) for n in self.nodes],
+                nodes,
+            )
         if self.amqp is not None:
             amqp, left = self.amqp, deadline.left()
             run_within([("AMQP publisher", lambda: amqp.stop(timeout=left / 2))], left)
+        if self.cluster is not None:
+            cluster, left = self.cluster, max(0.5, deadline.left())
+            run_within([("cluster", lambda: cluster.stop(left / 2))], left)
         self.store.close()
         log.info("confd stopped")
 

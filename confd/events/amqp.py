@@ -107,9 +107,12 @@ class AmqpPublisher:
         rng: Optional[random.Random] = None,
         connect: Optional[Callable[[], Any]] = None,
         heartbeat: int = 0,
+        headers: Optional[Callable[[Published], Dict[str, Any]]] = None,
     ) -> None:
         """``heartbeat``: the interval in seconds proposed to the broker (it may choose
-        less; the daemon passes ``events.amqp_heartbeat``); 0: no heartbeats."""
+        less; the daemon passes ``events.amqp_heartbeat``); 0: no heartbeats.  ``headers``:
+        the AMQP headers of an event's message (a cluster's, ``confd.cluster.events``)."""
+        self._headers = headers
         self._params = connection_params(url)
         self._heartbeat = heartbeat
         self._next_tick = 0.0  # time.monotonic() of the next heartbeat_tick
@@ -291,7 +294,15 @@ class AmqpPublisher:
             self._unconfirmed.extend((0, 0.0, pub) for pub in resend)
 
     def _publish(self, channel: Any, pub: Published) -> None:
-        msg = amqp.Message(pub.body(), content_type=CONTENT_TYPE, delivery_mode=PERSISTENT)
+        if self._headers is None:
+            msg = amqp.Message(pub.body(), content_type=CONTENT_TYPE, delivery_mode=PERSISTENT)
+        else:
+            msg = amqp.Message(
+                pub.body(),
+                content_type=CONTENT_TYPE,
+                delivery_mode=PERSISTENT,
+                application_headers=self._headers(pub),
+            )
         channel.basic_publish(msg, exchange=self._exchange, routing_key=pub.routing_key)
         self._sent_tag += 1
         self._unconfirmed.append((self._sent_tag, time.monotonic(), pub))

@@ -121,6 +121,17 @@ class Subscription:
     expires_at: Optional[float]  # Unix time, when known (revocations: the token watch)
 
 
+class LocalBindings:
+    """Where a subscription's events come from: one process, its own hub; nothing to bind.
+    (A cluster binds its events queue: ``confd.cluster.events.BusBindings``.)"""
+
+    def acquire(self, patterns: Iterable[str]) -> None:
+        """Returns once events matching ``patterns`` reach the fan-out (raises to refuse)."""
+
+    def release(self, patterns: Iterable[str]) -> None:
+        """No subscription of the connection uses ``patterns`` any more (never blocks)."""
+
+
 class Authorizer:
     """Tokens and accounts for subscriptions (database calls: reader greenlets and the token
     watch only, never the intake path)."""
@@ -223,8 +234,11 @@ class WebsocketSession:
         ping_interval: float = PING_INTERVAL,
         subscribe_deadline: float = SUBSCRIBE_DEADLINE,
         is_conference_id: Callable[[str], bool] = lambda name: True,
+        bindings: Any = None,
     ) -> None:
         self.sock = sock
+        self.bindings = bindings if bindings is not None else LocalBindings()
+        self._acquired: Set[str] = set()  # binding texts held with ``bindings``
         self.rfile = rfile
         self.fanout = fanout
         self.auth = authorizer
@@ -264,6 +278,10 @@ class WebsocketSession:
             )
             for sub in self.subscriptions.values()
         ]
+        gone = self._acquired - {text for _, text in self.subscriptions}
+        if gone:
+            self._acquired -= gone
+            self.bindings.release(gone)
         if self.subscriptions:
             self.unsubscribed_since = None
         elif self.unsubscribed_since is None:
@@ -296,6 +314,9 @@ class WebsocketSession:
 
     def _finish(self) -> None:
         self.fanout.leave(self)
+        held, self._acquired = self._acquired, set()
+        if held:
+            self.bindings.release(held)
         self._dead = True
         self.outbox.stop()
         if self._checker is not None and gevent.getcurrent() is not self._checker:
@@ -493,6 +514,14 @@ class WebsocketSession:
         new = {(account_id, b.text) for b in bindings} - set(self.subscriptions)
         if len(self.subscriptions) + len(new) > MAX_BINDINGS:
             raise Refused("too many bindings on one connection (at most %d)" % MAX_BINDINGS)
+        # The reply goes out once the events can arrive (cluster.md: none after it is missed).
+        wanted = {b.text for b in bindings} - self._acquired
+        if wanted:
+            try:
+                self.bindings.acquire(sorted(wanted))
+            except Exception as exc:  # noqa: BLE001 - told to the client, not a crash
+                raise Refused("cannot subscribe now, try again: %s" % exc) from None
+            self._acquired |= wanted
         for b in bindings:
             self.subscriptions[(account_id, b.text)] = Subscription(
                 b, account_id, sees_all, msg["auth_token"], expires
@@ -644,8 +673,10 @@ class WebsocketMiddleware:
         subscribe_deadline: float = SUBSCRIBE_DEADLINE,
         is_conference_id: Callable[[str], bool] = lambda name: True,
         token_watch_interval: float = tokenwatch.INTERVAL,
+        bindings: Any = None,
     ) -> None:
         self.app = app
+        self.bindings = bindings
         self.ping_interval = ping_interval
         self.subscribe_deadline = subscribe_deadline
         self.is_conference_id = is_conference_id
@@ -753,6 +784,7 @@ class WebsocketMiddleware:
             ping_interval=self.ping_interval,
             subscribe_deadline=self.subscribe_deadline,
             is_conference_id=self.is_conference_id,
+            bindings=self.bindings,
         )
         self.sessions.append(session)
         if self.metrics is not None:

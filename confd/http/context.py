@@ -17,6 +17,9 @@ class ApiContext:
     node_name: str
     health: Callable[[], List[Dict[str, Any]]]
     health_extra: Callable[[], Dict[str, Any]] = dict
+    # Why this instance cannot serve now though nodes are up (a cluster member that lost its
+    # database session or its broker); None: it can.
+    unready: Callable[[], Optional[str]] = lambda: None
     observe_request: Callable[[str, str, int], None] = lambda route, method, status: None
     metrics_text: Optional[Callable[[], tuple]] = None
     store: Any = None  # confd.store.Store

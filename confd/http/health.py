@@ -21,6 +21,18 @@ def health() -> Response:
     # Only the FreeSWITCH nodes decide the status: with the broker away confd still controls
     # conferences (events wait in a bounded buffer).
     up = any(n.get("connected") for n in nodes)
+    unready = ctx.unready()
+    if unready is not None:
+        data["unready"] = unready
+        body = envelope.error(
+            503,
+            "service_unavailable",
+            data,
+            request_id=g.request_id,
+            node=ctx.node_name,
+            version=ctx.version,
+        )
+        return render(503, body)
     if up:
         body = envelope.success(
             data, request_id=g.request_id, node=ctx.node_name, version=ctx.version
