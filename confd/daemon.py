@@ -155,6 +155,8 @@ class Daemon:
         else:
             self.nodes = [self._supervisor(settings) for settings in node_settings(cfg)]
         self.metrics.track_live(lambda: [self.state.counts(n.name) for n in self.nodes])
+        if self.cluster is not None:
+            self.metrics.track_cluster(self.cluster.figures)
         for node in self.nodes:
             self.metrics.track_queue("esl_pending:" + node.name, lambda n=node: n.pending_commands)
             self.metrics.track_queue("resync_backlog:" + node.name, lambda n=node: n.resync_backlog)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 MAX_ACTION_LABELS = 256
@@ -47,6 +47,41 @@ class Tally:
         for value, n in list(self.counts.items()):
             family.add_metric([value], n)
         return [family]
+
+
+class ClusterFigures:
+    """A cluster member's figures (cluster.md: metrics per instance), read at scrape time
+    from ``figures()``: gauges and counters by name, each with its help text."""
+
+    GAUGES = {
+        "confd_cluster_live": "1 while this instance holds its database session (is live)",
+        "confd_cluster_bus_connected": "1 while this instance is connected to RabbitMQ",
+        "confd_cluster_nodes_owned": "FreeSWITCH nodes this instance owns now",
+        "confd_cluster_instances": "Live instances of the cluster, as this one sees them",
+        "confd_cluster_bindings": "Websocket binding patterns this instance's queue is bound to",
+    }
+    COUNTERS = {
+        "confd_cluster_requests": "Requests this instance sent to the others",
+        "confd_cluster_request_timeouts": "Requests of this instance that were not answered",
+        "confd_cluster_events_received": "Events received from the other instances' nodes",
+        "confd_cluster_session_losses": "Times this instance lost its database session",
+    }
+
+    def __init__(self, figures: Callable[[], Dict[str, float]], registry: Any) -> None:
+        self.figures = figures
+        registry.register(self)
+
+    def describe(self) -> List[Any]:
+        return self.collect()
+
+    def collect(self) -> List[Any]:
+        values = self.figures()
+        out: List[Any] = []
+        for name, text in self.GAUGES.items():
+            out.append(GaugeMetricFamily(name, text, value=float(values.get(name, 0))))
+        for name, text in self.COUNTERS.items():
+            out.append(CounterMetricFamily(name, text, value=float(values.get(name, 0))))
+        return out
 
 
 class Metrics:
@@ -140,6 +175,9 @@ class Metrics:
 
         self.live_conferences.set_function(conferences)
         self.live_participants.set_function(participants)
+
+    def track_cluster(self, figures: Callable[[], Dict[str, float]]) -> None:
+        ClusterFigures(figures, self.registry)
 
     def track_queue(self, queue: str, depth: Callable[[], int]) -> None:
         """A bounded queue's depth, read at scrape time."""

@@ -299,6 +299,7 @@ class Bus:
             pch = publisher.channel()
             pch.events["basic_return"].add(self._returned)
             self._pub_channel = pch
+        self._pub_error = "ended"
         self._pub_reader = gevent.spawn(self._read_publisher, publisher)
         self._pub_reader.name = "cluster-bus-returns"
         self.connected_at = time.time()
@@ -314,7 +315,7 @@ class Bus:
             except TimeoutError:
                 pass
             if self._pub_reader.dead:
-                raise BusUnavailable("publisher connection lost: %s" % self._pub_reader.exception)
+                raise BusUnavailable("publisher connection lost: %s" % self._pub_error)
             while self._asked:
                 op, pattern, done = self._asked.pop(0)
                 self._make(op, pattern, done)
@@ -339,18 +340,23 @@ class Bus:
             self._bound.discard(pattern)
 
     def _read_publisher(self, conn: Any) -> None:
+        """The publisher connection's reader: returned requests, and heartbeats.  It ends on
+        the connection's loss (its error kept for the consumer loop, which then reconnects)."""
         next_tick = 0.0
-        conn.transport.sock.settimeout(TICK)
-        while True:
-            try:
-                conn.drain_events()
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + TICK
-                with self._write:
-                    conn.heartbeat_tick()
+        try:
+            conn.transport.sock.settimeout(TICK)
+            while True:
+                try:
+                    conn.drain_events()
+                except TimeoutError:
+                    pass
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    with self._write:
+                        conn.heartbeat_tick()
+        except Exception as exc:  # noqa: BLE001 - a lost connection: the consumer loop sees it
+            self._pub_error = "%s: %s" % (type(exc).__name__, str(exc) or "no detail")
 
     def _teardown(self, why: str) -> None:
         was = self.connected

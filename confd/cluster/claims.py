@@ -98,6 +98,7 @@ class Claims:
         self._greenlet: Optional[gevent.Greenlet] = None
         self._stopping = Event()
         self._claiming = True
+        self._claim_after = 0.0
         # What the last round saw (read by health and by the request routing).
         self.mine: Set[str] = set()
         self.owners: Dict[str, str] = {}  # node -> instance
@@ -221,6 +222,9 @@ class Claims:
                 % (self.instance, self.cluster)
             )
         self._set_live(True, None)
+        # Instances started together see each other before anyone claims: one round's wait
+        # instead of one taking every node and handing most of them over again.
+        self._claim_after = time.monotonic() + (self.interval if self.rounds == 0 else 0.0)
         log.info("cluster: instance %s live (cluster %s)", self.instance, self.cluster)
 
     def _round(self) -> None:
@@ -246,7 +250,7 @@ class Claims:
         for node in sorted(lost):  # cannot happen while the session holds: say so loudly
             log.error("cluster: node %s: lock not held any more, dropping it", node)
             self._drop(node)
-        if not self._claiming:
+        if not self._claiming or time.monotonic() < self._claim_after:
             return
         p = spread.plan(self.instance, self.nodes, owners, instances)
         fair = spread.share(len(self.nodes), len(set(instances) | {self.instance}))
@@ -320,7 +324,8 @@ class Claims:
         self.owners = {}
         self.instances = {}
         if was_live or why != self.error:
-            self.losses += 1 if was_live else 0
+            if was_live:
+                self.losses += 1
             log.error(
                 "cluster: database session lost (%s)%s",
                 why,

@@ -187,6 +187,20 @@ class Cluster:
             },
         }
 
+    def figures(self) -> Dict[str, float]:
+        """For /metrics (``confd.metrics.ClusterFigures``)."""
+        return {
+            "confd_cluster_live": 1.0 if self.claims.live else 0.0,
+            "confd_cluster_bus_connected": 1.0 if self.bus.connected else 0.0,
+            "confd_cluster_nodes_owned": float(len(self.claims.mine)),
+            "confd_cluster_instances": float(len(self.claims.instances)),
+            "confd_cluster_bindings": float(len(self.bus.patterns)),
+            "confd_cluster_requests": float(self.bus.requests),
+            "confd_cluster_request_timeouts": float(self.bus.timeouts),
+            "confd_cluster_events_received": float(self.incoming.taken),
+            "confd_cluster_session_losses": float(self.claims.losses),
+        }
+
     def unready(self) -> Optional[str]:
         """Why this instance cannot serve as a cluster member now (None: it can)."""
         if not self.claims.live:
