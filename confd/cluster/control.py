@@ -17,11 +17,7 @@ live state and its own node connections only.
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
-
-import gevent
 
 from confd.cluster import wire
 from confd.cluster.bus import Bus, BusUnavailable, NoAnswer
@@ -32,22 +28,18 @@ from confd.conferences.control import (
     CommandRejected,
     ConferenceControl,
     FocusUnavailable,
+    LiveView,
     MemberChanged,
+    oldest,
 )
 from confd.conferences.model import Conference, Participant
 from confd.conferences.state import LiveState
 
 log = logging.getLogger(__name__)
 
-# A list read (``conferences()``) serves the reads of the same request that follow it (a list
-# of ad-hoc conferences reads each by name) for this long, instead of asking again per name.
-VIEW_TTL = 1.0
-
 
 def _oldest(found: List[Conference]) -> Optional[Conference]:
-    if not found:
-        return None
-    return min(found, key=lambda c: (c.start_time <= 0, c.start_time, c.node, c.uuid))
+    return oldest(found) if found else None
 
 
 class ClusterControl:
@@ -76,9 +68,6 @@ class ClusterControl:
         self.clock = local.clock
         # What owners last said of their nodes' connections (node -> connected).
         self._remote_connected: Dict[str, bool] = {}
-        self._views: weakref.WeakKeyDictionary[Any, Tuple[float, List[Conference]]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -114,9 +103,6 @@ class ClusterControl:
         return found, silent
 
     def live(self, name: str) -> Optional[Conference]:
-        view = self._views.get(gevent.getcurrent())
-        if view is not None and time.monotonic() - view[0] < VIEW_TTL:
-            return _oldest([c for c in view[1] if c.name == name])
         found = list(self._state.find(name))
         remote, silent = self._ask(wire.request(wire.KIND_FIND, name=name))
         found.extend(remote)
@@ -132,8 +118,12 @@ class ClusterControl:
         if silent:
             raise FocusUnavailable(", ".join(silent), "owner not answering")
         found.extend(remote)
-        self._views[gevent.getcurrent()] = (time.monotonic(), found)
         return found
+
+    def snapshot(self) -> LiveView:
+        """Every live conference of the cluster, asked once: a list request's rows all read
+        from it (one round trip to the owners, not one per row)."""
+        return LiveView(self.conferences())
 
     def every_node_connected(self) -> bool:
         return not self.disconnected_nodes()

@@ -58,6 +58,30 @@ class CommandRejected(ControlError):
         self.reply = reply
 
 
+class LiveView:
+    """Live conferences as one read saw them: a list request reads every row from one view
+    instead of asking again per row (in a cluster, asking is a round trip to the owners)."""
+
+    def __init__(self, conferences: List[Conference]) -> None:
+        self._all = conferences
+        self._by_name: Dict[str, List[Conference]] = {}
+        for conf in conferences:
+            self._by_name.setdefault(conf.name, []).append(conf)
+
+    def live(self, name: str) -> Optional[Conference]:
+        found = self._by_name.get(name)
+        return oldest(found) if found else None
+
+    def conferences(self) -> List[Conference]:
+        return list(self._all)
+
+
+def oldest(found: List[Conference]) -> Conference:
+    """The instance actions go to, should two nodes host one conference: the one started
+    first (then by node and uuid, so that every instance of a cluster picks the same)."""
+    return min(found, key=lambda c: (c.start_time, c.node, c.uuid))
+
+
 class ConferenceControl:
     def __init__(
         self,
@@ -81,6 +105,11 @@ class ConferenceControl:
 
     def conferences(self) -> List[Conference]:
         return self._state.conferences()
+
+    def snapshot(self) -> ConferenceControl:
+        """What a request reads many conferences from: here, the live state itself (reads
+        are in-process and never yield)."""
+        return self
 
     def every_node_connected(self) -> bool:
         return all(n.connected for n in self._nodes.values())

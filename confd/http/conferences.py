@@ -87,14 +87,15 @@ def list_conferences(account_id: str) -> Response:
         account_id, owner_id=owner_id, start_key=start_key, page_size=page_size
     )
     now = ctx.control.clock()
+    view = ctx.control.snapshot()  # every row read from one view of the live conferences
     doc_rows = []
     for doc in docs:
         row = doc.summary
-        row.update(realtime.counts(ctx.control.live(doc.id), now))
+        row.update(realtime.counts(view.live(doc.id), now))
         doc_rows.append((doc.id, row))
     extras: List[Tuple[str, Dict[str, Any]]] = []
     if owner_id is None:  # live-only conferences have no owner_id
-        for target in lookup.live_only(ctx, account, {doc.id for doc in docs}):
+        for target in lookup.live_only(ctx, account, {doc.id for doc in docs}, view):
             if start_key is None or target.conference_id >= start_key:
                 extras.append((target.conference_id, _live_row(target, now)))
     rows, next_key = _merge_pages(doc_rows, next_doc_key, extras, page_size)

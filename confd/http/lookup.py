@@ -99,19 +99,23 @@ def find(ctx: Any, account: Dict[str, Any], conference_id: str) -> Target:
     raise e.BadIdentifier(conference_id)
 
 
-def live_only(ctx: Any, account: Dict[str, Any], own_ids: Set[str]) -> List[Target]:
-    """The account's ad-hoc conferences (and orphans, for an admin account), by id."""
+def live_only(
+    ctx: Any, account: Dict[str, Any], own_ids: Set[str], view: Any = None
+) -> List[Target]:
+    """The account's ad-hoc conferences (and orphans, for an admin account), by id.
+    ``view``: the live conferences as the request read them (``control.snapshot()``)."""
+    view = view if view is not None else ctx.control.snapshot()
     found: Dict[str, Target] = {}
     candidates = [
         conf.name
-        for conf in ctx.control.conferences()
+        for conf in view.conferences()
         if conf.name not in own_ids and addressable(ctx, conf.name)
     ]
     documents = ctx.store.conferences.owners(candidates)  # one query, not one per conference
     for name in candidates:
         if name in found:
             continue
-        live = ctx.control.live(name)  # the instance actions go to
+        live = view.live(name)  # the instance actions go to
         if live is None:
             continue
         kind = live_kind(ctx, account, live, document_owner=documents.get(name))
