@@ -381,8 +381,11 @@ class Bus:
         for _, _, done in asked:
             if done is not None:
                 done.set_exception(BusUnavailable(why))
-        if was:
+        if was and self._stopping.is_set():
+            log.info("cluster bus: closed (%s)", why)
+        elif was:
             log.warning("cluster bus: connection lost: %s", why)
+        if was:
             try:
                 self._on_lost()
             except Exception:  # noqa: BLE001

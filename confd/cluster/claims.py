@@ -276,7 +276,7 @@ class Claims:
 
         try:
             wait_read(self._conn.fileno(), timeout=self.interval)
-        except gevent.socket.timeout:  # type: ignore[attr-defined]
+        except TimeoutError:  # gevent's socket.timeout: nothing came, the next round is due
             return
         except OSError as exc:
             raise SessionLost("session socket: %s" % exc) from None
