@@ -167,7 +167,7 @@ class Daemon:
             channel_var_prefix=cfg.events.channel_var_prefix,
             name_pattern=cfg.freeswitch.conference_name_pattern,
             directory=StoreDirectory(self.store),
-            rooms=live_rooms(self.state),
+            rooms=self.cluster.rooms if self.cluster is not None else live_rooms(self.state),
             on_outcome=self.metrics.entry_outcome,
         )
         if self.entry.enabled:

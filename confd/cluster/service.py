@@ -50,6 +50,7 @@ class Cluster:
         assert c.instance is not None and c.amqp_url is not None
         self.instance = c.instance
         self.name = c.name
+        self.state = state
         self.request_timeout = c.request_timeout
         self.nodes = OwnedNodes(settings, make_supervisor, on_crash)
         self.claims = Claims(
@@ -186,6 +187,23 @@ class Cluster:
                 "bus": self.bus.status(),
             },
         }
+
+    def rooms(self, conference_id: str) -> Any:
+        """Caller entry's room reader (``confd.entry.directory.RoomReader``): from this
+        instance's own state when it owns the conference's node; otherwise asked of the owner
+        (one request over the bus, which yields: entry's admission counts its own reservations
+        atomically, so a read that yields can only lag by a call confirmed meanwhile)."""
+        from confd.conferences.control import FocusUnavailable
+        from confd.entry.directory import room_of
+
+        found = self.state.find(conference_id)
+        if found:
+            return room_of(found)
+        try:
+            live = self.control.live(conference_id)
+        except FocusUnavailable:
+            return None
+        return room_of([live] if live is not None else [])
 
     def figures(self) -> Dict[str, float]:
         """For /metrics (``confd.metrics.ClusterFigures``)."""

@@ -114,10 +114,14 @@ def live_rooms(state: Any) -> RoomReader:
     decision and its reservation must not be interleaved with another call's)."""
 
     def room(conference_id: str) -> Optional[Room]:
-        confs = state.find(conference_id)
-        if not confs:
-            return None
-        ids = frozenset(p.call_id for conf in confs for p in conf.participants.values())
-        return Room(any(conf.is_locked for conf in confs), ids)
+        return room_of(state.find(conference_id))
 
     return room
+
+
+def room_of(confs: Any) -> Optional[Room]:
+    """The room the live instances of one conference make (None: not live)."""
+    if not confs:
+        return None
+    ids = frozenset(p.call_id for conf in confs for p in conf.participants.values())
+    return Room(any(conf.is_locked for conf in confs), ids)
