@@ -13,6 +13,7 @@ import yaml
 from confd.config import (
     DEFAULT_CONFIG_PATH,
     AuthConfig,
+    ClusterConfig,
     Config,
     ConfigError,
     DatabaseConfig,
@@ -617,3 +618,177 @@ def test_example_config_lists_confd_default_sounds():
         assert f"    {name}: null" in text
         line = next(ln for ln in text.splitlines() if ln.startswith(f"    {name}: null"))
         assert line.split("# ", 1)[1].split(" ")[0] == c.DEFAULT_SOUNDS[name], name
+
+
+# --- cluster (cluster.md) ---------------------------------------------------------------------
+
+CLUSTER_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+CLUSTER_PG = "postgresql://postgres@127.0.0.1:5432/confd"
+
+
+def cluster_data(database_url: str = CLUSTER_PG, **cluster: object) -> dict:
+    section = {"instance": "confd-a", "amqp_url": CLUSTER_AMQP}
+    section.update(cluster)
+    return {"database": {"url": database_url}, "cluster": section}
+
+
+def test_cluster_defaults_are_off():
+    c = Config().cluster
+    assert c == ClusterConfig()
+    assert (c.instance, c.amqp_url, c.name) == (None, None, "confd")
+    assert (c.claim_interval, c.request_timeout) == (1.0, 0.5)
+    assert not c.enabled
+
+
+def test_cluster_section_from_yaml(tmp_path):
+    path = write(
+        tmp_path,
+        f"""
+        database:
+          url: {CLUSTER_PG}
+        events:
+          amqp_url: {CLUSTER_AMQP}
+        cluster:
+          instance: confd-a
+          amqp_url: {CLUSTER_AMQP}
+          name: site1
+          claim_interval: 2
+          request_timeout: 1.5
+        """,
+    )
+    c = load_config(path, {}).cluster
+    assert c == ClusterConfig(
+        instance="confd-a",
+        amqp_url=CLUSTER_AMQP,
+        name="site1",
+        claim_interval=2.0,
+        request_timeout=1.5,
+    )
+    assert c.enabled
+
+
+@pytest.mark.parametrize("name", ["a", "confd-a", "A.b_c-1", "9", "x" * 50, "i-10.0.0.7"])
+def test_cluster_instance_names_accepted(name):
+    assert config_from_dict(cluster_data(instance=name)).cluster.instance == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "-a", ".a", "_a", "a b", "a/b", "a:b", "a*", "a#", "é", "a\n", "x" * 51]
+)
+def test_cluster_instance_names_refused(name):
+    # The name goes into application_name ("confd:<instance>", 63 bytes) and into queue names
+    # and routing keys.
+    assert error_of(cluster_data(instance=name)).startswith("cluster.instance: expected a name")
+
+
+@pytest.mark.parametrize("name", ["", "-c", "c d", "c#", "x" * 51])
+def test_cluster_names_refused(name):
+    assert error_of(cluster_data(name=name)).startswith("cluster.name: expected a name")
+
+
+def test_cluster_instance_must_be_a_string():
+    assert error_of(cluster_data(instance=5)).startswith("cluster.instance: expected")
+
+
+def test_cluster_amqp_url_required_with_an_instance():
+    data = cluster_data()
+    del data["cluster"]["amqp_url"]
+    assert error_of(data) == "cluster.amqp_url: required when cluster.instance is set"
+
+
+def test_cluster_amqp_url_must_be_amqp():
+    message = error_of(cluster_data(amqp_url="http://127.0.0.1:5672/"))
+    assert message.startswith("cluster.amqp_url: expected a URL starting with")
+
+
+def test_cluster_amqp_url_alone_leaves_cluster_mode_off():
+    cfg = config_from_dict({"cluster": {"amqp_url": CLUSTER_AMQP}})
+    assert not cfg.cluster.enabled  # and SQLite is fine then
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///confd-data/confd.db", "sqlite:////var/lib/confd/confd.db"]
+)
+def test_cluster_mode_refuses_sqlite_naming_database_url(url):
+    message = error_of(cluster_data(database_url=url))
+    assert message.startswith("database.url: cluster mode")
+    assert "PostgreSQL" in message
+
+
+def test_cluster_mode_refuses_the_default_sqlite_database():
+    data = cluster_data()
+    del data["database"]
+    assert error_of(data).startswith("database.url: cluster mode")
+
+
+@pytest.mark.parametrize("url", ["postgresql://db/confd", "postgres://u:p@db:5433/confd"])
+def test_cluster_mode_accepts_postgresql(url):
+    assert config_from_dict(cluster_data(database_url=url)).cluster.enabled
+
+
+def test_cluster_events_amqp_url_unset_or_the_same():
+    data = cluster_data()
+    assert config_from_dict(data).events.amqp_url is None
+    data["events"] = {"amqp_url": CLUSTER_AMQP}
+    assert config_from_dict(data).events.amqp_url == CLUSTER_AMQP
+    data["events"] = {"amqp_url": "amqp://guest:guest@10.0.0.9:5672/"}
+    assert error_of(data).startswith("events.amqp_url: in cluster mode")
+
+
+def test_events_amqp_url_is_free_while_cluster_mode_is_off():
+    data = {"events": {"amqp_url": "amqp://a/"}, "cluster": {"amqp_url": "amqp://b/"}}
+    assert config_from_dict(data).events.amqp_url == "amqp://a/"
+
+
+@pytest.mark.parametrize("key", ["claim_interval", "request_timeout"])
+@pytest.mark.parametrize("value", [0.01, 0.5, 1, 60])
+def test_cluster_durations_accepted(key, value):
+    assert getattr(config_from_dict(cluster_data(**{key: value})).cluster, key) == value
+
+
+@pytest.mark.parametrize("key", ["claim_interval", "request_timeout"])
+@pytest.mark.parametrize("value", [0, -1, 60.5, 3600, "fast", None, True])
+def test_cluster_durations_refused(key, value):
+    assert error_of(cluster_data(**{key: value})).startswith(f"cluster.{key}: expected")
+
+
+def test_cluster_unknown_key_refused():
+    assert error_of(cluster_data(instances=3)).startswith("cluster.instances: unknown key")
+
+
+def test_cluster_amqp_url_masked():
+    cfg = config_from_dict(cluster_data(amqp_url="amqp://confd:s3cret@mq:5672/"))
+    shown = config_to_dict(cfg)["cluster"]
+    assert "s3cret" not in shown["amqp_url"] and shown["instance"] == "confd-a"
+
+
+def test_cluster_with_the_database_url_from_the_environment(tmp_path):
+    # The database URL (a secret) often comes from CONFD_DATABASE_URL, not the file: cluster
+    # mode must see the URL confd will use, the environment's.
+    path = write(
+        tmp_path,
+        f"""
+        cluster:
+          instance: confd-a
+          amqp_url: {CLUSTER_AMQP}
+        """,
+    )
+    cfg = load_config(path, {"CONFD_DATABASE_URL": CLUSTER_PG})
+    assert cfg.cluster.enabled and cfg.database.url == CLUSTER_PG
+
+
+def test_cluster_sqlite_from_the_environment_is_refused_naming_the_variable(tmp_path):
+    path = write(
+        tmp_path,
+        f"""
+        database:
+          url: {CLUSTER_PG}
+        cluster:
+          instance: confd-a
+          amqp_url: {CLUSTER_AMQP}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"CONFD_DATABASE_URL": "sqlite:///tmp/confd.db"})
+    assert info.value.key == "CONFD_DATABASE_URL"
+    assert "cluster mode" in info.value.reason
