@@ -26,6 +26,14 @@ from confd.store.db import install_gevent_wait_callback
 from confd_tests.conftest import wait_until
 
 PG_URL = os.environ.get("CONFD_TEST_DATABASE_URL")
+# What the tests read of PostgreSQL, written here rather than taken from claims.py: every
+# advisory lock held in this database, with the application_name of the session holding it.
+HELD = """
+SELECT l.classid::bigint, l.objid::bigint, a.application_name
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 NODES = ["fs%d" % i for i in range(1, 7)]
 INTERVAL = 0.2
 WAIT = 30.0  # generous: a busy 2-core machine
@@ -90,11 +98,11 @@ class Instances:
     def holders(self) -> Dict[str, str]:
         """node -> the instance whose session holds its lock, as PostgreSQL shows it."""
         with self.admin.cursor() as cur:
-            cur.execute(claims_mod.LOCKS_QUERY)
+            cur.execute(HELD)
             rows = cur.fetchall()
         by_parts = {names.lock_parts(names.lock_key(self.cluster, n)): n for n in self.nodes}
         out = {}
-        for classid, objid, application, _since in rows:
+        for classid, objid, application in rows:
             node = by_parts.get((int(classid), int(objid)))
             if node is not None:
                 out[node] = names.instance_of(application or "")
@@ -103,10 +111,10 @@ class Instances:
     def live_sessions(self) -> Set[str]:
         """The instances whose own (instance) lock PostgreSQL shows held."""
         with self.admin.cursor() as cur:
-            cur.execute(claims_mod.LOCKS_QUERY)
+            cur.execute(HELD)
             rows = cur.fetchall()
         out = set()
-        for classid, objid, application, _since in rows:
+        for classid, objid, application in rows:
             instance = names.instance_of(application or "")
             key = names.instance_key(self.cluster, instance)
             if instance and (int(classid), int(objid)) == names.lock_parts(key):
