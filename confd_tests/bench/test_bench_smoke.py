@@ -515,3 +515,63 @@ def test_pong_frame_is_a_masked_pong_with_the_pings_payload():
     server.receive_bytes(pong_frame(b"confd"))
     (frame,) = list(server.received_frames())  # wsproto refuses an unmasked client frame
     assert frame.opcode == Opcode.PONG and frame.payload == b"confd"
+
+
+# --- cluster ------------------------------------------------------------------------------------
+
+
+def test_cluster_quick_run_reports_every_figure():
+    """Needs the machine's PostgreSQL (CONFD_TEST_DATABASE_URL) and RabbitMQ, as the cluster
+    tests do; the subprocess inherits them."""
+    import os
+
+    assert os.environ.get("CONFD_TEST_DATABASE_URL"), "CONFD_TEST_DATABASE_URL must be set"
+    proc = subprocess.run(
+        [sys.executable, "-m", "confd_tests.bench", "cluster", "--quick"],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "cluster"
+    assert result["status"] == "ok", result["status"]
+    s = result["settings"]
+    # Any instance answers anything: every GET and every action answered right on both routes.
+    for part, count in (("get", s["requests"]), ("action", s["actions"])):
+        r = result[part]
+        assert r["owner_instance"] != r["non_owner_instance"], r
+        for route in ("owner", "non_owner"):
+            x = r[route]
+            assert x["errors"] == 0 and x["count"] == count, (part, route, x)
+            assert 0 < x["p50_ms"] <= x["p99_ms"] <= x["max_ms"], (part, route, x)
+    # Every kill ended with the dead owner's nodes resynced on a survivor.
+    fo = result["failover"]
+    assert len(fo["rounds"]) == s["kills"] and fo["failed"] == 0, fo
+    for r in fo["rounds"]:
+        assert r["nodes"] and 0 < r["owned_s"] <= r["resynced_s"], r
+        assert set(r["taken_by"]) == set(r["nodes"]) and r["killed"] not in r["taken_by"].values()
+    # 1, 2, 3 instances shared the nodes: each owned some and took events in.
+    phases = result["intake"]["phases"]
+    # ... and one instance again at a third of the rate: the control at equal events/s each.
+    assert [(p["instances"], p["control"]) for p in phases] == [
+        (1, False),
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    for p in phases:
+        assert sum(x["nodes"] for x in p["per_instance"]) == s["nodes"], p
+        assert all(x["nodes"] > 0 and x["events"] > 0 for x in p["per_instance"]), p
+        assert p["total_events"] == sum(x["events"] for x in p["per_instance"]) > 0
+    assert set(result["goals"]) == {
+        "get_p99",
+        "failover_p99",
+        "intake_flat",
+        "intake_flat_same_rate",
+    }
+    for goal in result["goals"].values():
+        assert goal["pass"] in (True, False, None)
+    text = proc.stdout
+    assert "p99 ms" in text and "us/event" in text and "machine:" in text
