@@ -496,19 +496,6 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        if self.cluster.enabled:
-            if not self.database.url.startswith(("postgresql://", "postgres://")):
-                raise ConfigError(
-                    "database.url",
-                    "cluster mode (cluster.instance set) needs a PostgreSQL database: node"
-                    " ownership is a PostgreSQL advisory lock; SQLite is not shared",
-                )
-            if self.events.amqp_url is not None and self.events.amqp_url != self.cluster.amqp_url:
-                raise ConfigError(
-                    "events.amqp_url",
-                    "in cluster mode the owners publish events on cluster.amqp_url; leave"
-                    " events.amqp_url unset or give it the same URL",
-                )
         if self.entry.listen is not None:
             # What entry builds from this section and the two values it shares with others
             # (the account variable's name must be one FreeSWITCH's `set` takes).
@@ -572,7 +559,28 @@ def _join(path: str, key: str) -> str:
 
 def config_from_dict(data: Any) -> Config:
     """Build a validated ``Config`` from plain data shaped like the YAML file."""
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    check_cluster(cfg)
+    return cfg
+
+
+def check_cluster(cfg: Config) -> None:
+    """What cluster mode needs of the other sections (checked once the environment's overrides
+    are applied: the database URL may come from CONFD_DATABASE_URL)."""
+    if not cfg.cluster.enabled:
+        return
+    if not cfg.database.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "database.url",
+            "cluster mode (cluster.instance set) needs a PostgreSQL database: node"
+            " ownership is a PostgreSQL advisory lock; SQLite is not shared",
+        )
+    if cfg.events.amqp_url is not None and cfg.events.amqp_url != cfg.cluster.amqp_url:
+        raise ConfigError(
+            "events.amqp_url",
+            "in cluster mode the owners publish events on cluster.amqp_url; leave"
+            " events.amqp_url unset or give it the same URL",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,11 +707,20 @@ def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = N
                 path, f"expected a mapping at the top level, got {_describe(data)}", source=path
             )
         try:
-            cfg = config_from_dict(data)
+            cfg = _build(Config, data, "")
         except ConfigError as exc:
             exc.source = path
             raise
-    return _apply_env(cfg, env)
+    cfg = _apply_env(cfg, env)
+    try:
+        check_cluster(cfg)
+    except ConfigError as exc:
+        if exc.key == "database.url" and env.get(ENV_DATABASE_URL, ""):
+            raise ConfigError(ENV_DATABASE_URL, exc.reason) from None
+        if path is not None:
+            exc.source = path
+        raise
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------

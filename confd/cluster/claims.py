@@ -99,6 +99,7 @@ class Claims:
         self._stopping = Event()
         self._claiming = True
         self._claim_after = 0.0
+        self._opened = False
         # What the last round saw (read by health and by the request routing).
         self.mine: Set[str] = set()
         self.owners: Dict[str, str] = {}  # node -> instance
@@ -132,6 +133,7 @@ class Claims:
             self._greenlet.kill(block=True, timeout=timeout)
         for node in sorted(self.mine):
             self._drop(node)
+        self._unlock_all()
         self._close()
         self._set_live(False, "handed over: stopping")
 
@@ -168,6 +170,7 @@ class Claims:
     def _run(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
+            self._opened = False
             try:
                 self._session()
             except SessionLost as exc:
@@ -178,6 +181,8 @@ class Claims:
                 attempt = 0
             if self._stopping.is_set():
                 break
+            if self._opened:
+                attempt = 0  # that session was live: this loss starts the backoff again
             delay = backoff_delay(attempt, RECONNECT_MIN, RECONNECT_MAX, self._rng)
             attempt += 1
             self._stopping.wait(delay)
@@ -221,6 +226,7 @@ class Claims:
                 "another live instance is named %r (cluster %r): waiting for it to end"
                 % (self.instance, self.cluster)
             )
+        self._opened = True
         self._set_live(True, None)
         # Instances started together see each other before anyone claims: one round's wait
         # instead of one taking every node and handing most of them over again.
@@ -332,6 +338,20 @@ class Claims:
                 ": dropped nodes " + ", ".join(owned) if owned else "",
             )
         self._set_live(False, why)
+
+    def _unlock_all(self) -> None:
+        """Release every lock now rather than when the server notices the session's end (a
+        moment later).  Best effort: a session left mid-query is simply closed."""
+        if self._conn is None:
+            return
+        try:
+            with gevent.Timeout(min(1.0, self.hold)):
+                with self._conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock_all()")
+        except BaseException as exc:  # noqa: BLE001 - closing the session frees them anyway
+            if isinstance(exc, gevent.GreenletExit):
+                raise
+            log.debug("cluster: unlock_all: %s", exc)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -6,8 +6,8 @@ it on its own each round; the advisory lock decides any race.
 * An instance claims unowned nodes only up to its share (``ceil(nodes / live instances)``): no
   instance takes more than its share while others have none.
 * A node does not move back when an instance returns, unless the spread is uneven by more than
-  one node: then the instance with the most hands one over (released, then claimed by one of
-  those with fewer), one per round.
+  one node: then the instance with the most (the first by name, among equals) hands one over
+  (released, then claimed by one of those with the fewest), one per round.
 """
 
 from __future__ import annotations
@@ -45,9 +45,15 @@ def plan(me: str, nodes: Sequence[str], owners: Dict[str, str], live: Iterable[s
     unowned = [n for n in nodes if owners.get(n) not in alive]
     fair = share(len(nodes), len(alive))
     if unowned:
-        room = fair - len(mine)
+        # Only an instance with no more than the fewest claims: one that just handed a node
+        # over (it has more than the fewest) must not take it straight back.
+        room = fair - len(mine) if len(mine) <= min(counts.values()) else 0
         return Plan(_order(me, unowned) if room > 0 else [], None)
     if mine and len(mine) > min(counts.values()) + 1:
-        # The last in this instance's own order: the same node each round until it goes.
-        return Plan([], _order(me, mine)[-1])
+        # One node per round in the whole cluster: only the first (by name) of the instances
+        # with the most hands one over, the last in its own order (the same node each round
+        # until it goes).
+        top = max(counts.values())
+        if me == min(name for name, n in counts.items() if n == top):
+            return Plan([], _order(me, mine)[-1])
     return Plan([], None)

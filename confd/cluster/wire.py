@@ -29,6 +29,43 @@ INVALID = "invalid"  # the parts do not make a command confd would build
 OUTCOMES = (OK, UNAVAILABLE, REJECTED, STALE, INVALID)
 
 _PARTICIPANT_FIELDS = tuple(f.name for f in dataclasses.fields(Participant))
+_BOOL_FIELDS = frozenset(
+    ("is_moderator", "floor", "hear", "speak", "talking", "mute_detect", "video")
+)
+_INT_FIELDS = frozenset(("participant_id", "energy_level", "current_energy"))
+_STR_FIELDS = frozenset(
+    (
+        "call_id",
+        "conference_name",
+        "conference_uuid",
+        "switch_hostname",
+        "caller_id_name",
+        "caller_id_number",
+    )
+)
+
+
+def _check_field(name: str, value: Any) -> None:
+    """A peer's participant field has the type confd renders: anything else is a WireError
+    here, not a TypeError in a view."""
+    if name in _BOOL_FIELDS:
+        ok = isinstance(value, bool)
+    elif name in _INT_FIELDS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif name in _STR_FIELDS:
+        ok = isinstance(value, str)
+    elif name == "join_time":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif name == "channel_presence_id":
+        ok = value is None or isinstance(value, str)
+    elif name == "custom_channel_vars":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+    else:
+        ok = False
+    if not ok:
+        raise WireError("participant: %s: unexpected %s" % (name, type(value).__name__))
 
 
 class WireError(ValueError):
@@ -44,12 +81,15 @@ def participant_to_wire(p: Participant) -> Dict[str, Any]:
 def participant_from_wire(d: Any) -> Participant:
     if not isinstance(d, dict):
         raise WireError("participant: not an object")
+    fields = {k: d[k] for k in _PARTICIPANT_FIELDS if k in d}
+    for name, value in fields.items():
+        _check_field(name, value)
     try:
-        p = Participant(**{k: d[k] for k in _PARTICIPANT_FIELDS if k in d})
-    except TypeError as exc:
+        p = Participant(**fields)
+    except TypeError as exc:  # a required field missing
         raise WireError("participant: %s" % exc) from None
-    if not isinstance(p.participant_id, int) or not isinstance(p.call_id, str):
-        raise WireError("participant: bad id")
+    p.join_time = float(p.join_time)
+    p.custom_channel_vars = dict(p.custom_channel_vars)
     return p
 
 

@@ -128,12 +128,18 @@ def test_no_move_back_when_uneven_by_one():
 def test_uneven_by_more_than_one_hands_exactly_one_over():
     owners = {"fs1": "a", "fs2": "a", "fs3": "a", "fs4": "b", "fs5": "b", "fs6": "b"}
     live = ["a", "b", "c"]  # c returned: 3, 3, 0
-    for me in "ab":
-        p = plan(me, NODES, owners, live)
-        assert p.claim == []
-        assert p.release is not None and owners[p.release] == me
-        # The same node round after round, until it has gone.
-        assert plan(me, NODES, owners, live).release == p.release
+    # One node per round in the whole cluster: of the two with the most, the first by name.
+    p = plan("a", NODES, owners, live)
+    assert p.claim == []
+    assert p.release is not None and owners[p.release] == "a"
+    # The same node round after round, until it has gone.
+    assert plan("a", NODES, owners, live).release == p.release
+    assert plan("b", NODES, owners, live) == Plan([], None)
+    # Once a's node has gone to c (2, 3, 1), b is the one with the most: its turn.
+    owners[p.release] = "c"
+    q = plan("b", NODES, owners, live)
+    assert q.release is not None and owners[q.release] == "b"
+    assert plan("a", NODES, owners, live) == Plan([], None)
 
 
 def test_only_the_instances_above_min_plus_one_hand_over():
