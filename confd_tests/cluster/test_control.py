@@ -158,11 +158,18 @@ class Setup:
 # --- reads ----------------------------------------------------------------------------------
 
 
-def test_a_conference_on_a_node_owned_here_is_read_here_and_others_asked():
+def test_a_conference_on_a_node_owned_here_is_read_here_without_asking():
     s = Setup()
     put(s.state, "fs1", conference())
     s.b_says()
     assert s.control.live("room1").node == "fs1"
+    assert s.bus.gathered == []  # the owner's read costs nobody else anything
+
+
+def test_a_conference_not_here_is_asked_of_every_other_owner():
+    s = Setup()
+    s.b_says()
+    assert s.control.live("room1") is None
     body, expect, timeout = s.bus.gathered[0]
     assert body == {"kind": "find", "name": "room1", "from": ME}
     assert expect == {"b"} and timeout == 0.5
@@ -175,11 +182,21 @@ def test_a_conference_on_another_owner_node_comes_from_its_answer():
     assert s.control.live("room1") == remote
 
 
-def test_the_oldest_instance_wins_when_two_nodes_host_one_name():
+def test_the_oldest_instance_wins_when_two_other_nodes_host_one_name():
+    s = Setup(owners={"fs1": ME, "fs2": "b", "fs3": "b"})
+    s.b_says(
+        conference(uuid=UUID1, node="fs3", start=1700000100.0),
+        conference(uuid=UUID2, node="fs2", start=1700000000.0),
+        owned=("fs2", "fs3"),
+    )
+    assert s.control.live("room1").uuid == UUID2
+
+
+def test_a_name_on_two_nodes_reads_as_the_owners_own_on_the_owner():
     s = Setup()
     put(s.state, "fs1", conference(uuid=UUID1, start=1700000100.0))
     s.b_says(conference(uuid=UUID2, node="fs2", start=1700000000.0))
-    assert s.control.live("room1").uuid == UUID2
+    assert s.control.live("room1").uuid == UUID1
 
 
 def test_an_owner_that_did_not_answer_makes_the_read_focus_unavailable_naming_its_node():
