@@ -138,13 +138,9 @@ class Claims:
         self._set_live(False, "handed over: stopping")
 
     def stop(self, timeout: float = 1.0) -> None:
-        self._claiming = False
-        self._stopping.set()
-        if self._greenlet is not None:
-            self._greenlet.kill(block=True, timeout=timeout)
-        for node in sorted(self.mine):
-            self._drop(node)
-        self._close()
+        """The same as ``hand_over`` (a second call finds nothing left to do)."""
+        if self._conn is not None or self.mine or not self._stopping.is_set():
+            self.hand_over(timeout)
 
     def status(self) -> Dict[str, Any]:
         return {
