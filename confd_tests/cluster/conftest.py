@@ -8,9 +8,11 @@ import os
 NEEDS_SERVICES = [
     "test_bus.py",
     "test_claims.py",
+    "test_cli_cluster.py",
     "test_cluster.py",
     "test_harness.py",
     "test_names.py",
+    "test_scoping.py",
 ]
 
 _HAVE_SERVICES = bool(
