@@ -78,6 +78,32 @@ def parse_metrics(text: str) -> Dict[str, float]:
     return out
 
 
+def http_call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: Optional[str] = None,
+    timeout: float = 30.0,
+) -> Tuple[int, Any]:
+    """One request to confd on 127.0.0.1:``port``, ``body`` sent as JSON, ``token`` as
+    X-Auth-Token -> (status, parsed JSON body, or its text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["X-Auth-Token"] = token
+    try:
+        conn.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, raw.decode(errors="replace")
+
+
 def metrics_text(port: int, timeout: float) -> str:
     """The text of confd's ``GET /metrics`` on 127.0.0.1; RuntimeError unless HTTP 200."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -154,6 +180,13 @@ def pong_frame(payload: bytes) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes([0x80 | OPCODE_PONG, 0x80 | len(payload)]) + mask + masked
+
+
+def close_text(payload: bytes) -> str:
+    """How a connection that a close frame with ``payload`` ended is reported:
+    ``close frame <code> <reason>`` (code None when the frame carries none)."""
+    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+    return "close frame %s %s" % (code, payload[2:].decode(errors="replace"))
 
 
 class FrameReader:

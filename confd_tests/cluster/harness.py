@@ -55,6 +55,8 @@ from confd_tests.loadtools import (
     Child,
     ChildFailed,
     FrameReader,
+    close_text,
+    http_call,
     metrics_text,
     parse_metrics,
     pong_frame,
@@ -128,34 +130,6 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-# --- HTTP --------------------------------------------------------------------------------------
-
-
-def http_call(
-    port: int,
-    method: str,
-    path: str,
-    body: Any = None,
-    token: Optional[str] = None,
-    timeout: float = HTTP_TIMEOUT,
-) -> Tuple[int, Any]:
-    """One request to 127.0.0.1:``port`` -> (status, parsed JSON body, or its text)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["X-Auth-Token"] = token
-    try:
-        conn.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(raw)
-    except ValueError:
-        return resp.status, raw.decode(errors="replace")
-
-
 # --- websocket ---------------------------------------------------------------------------------
 
 
@@ -209,11 +183,7 @@ class Subscriber(threading.Thread):
                     elif opcode == OPCODE_PING:
                         self._sock.sendall(pong_frame(payload))
                     elif opcode == OPCODE_CLOSE:
-                        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                        self.ended = "close frame %s %s" % (
-                            code,
-                            payload[2:].decode(errors="replace"),
-                        )
+                        self.ended = close_text(payload)
                         return
         except (OSError, ValueError) as exc:
             self.ended = "%s: %s" % (type(exc).__name__, exc)

@@ -26,6 +26,7 @@ from confd_tests.loadtools import (
     OPCODE_PING,
     OPCODE_TEXT,
     FrameReader,
+    close_text,
     pong_frame,
     say,
     stdin_lines,
@@ -98,11 +99,7 @@ class Client(threading.Thread):
                         if self.received % VALIDATE_EVERY == 1 and self.invalid is None:
                             self.invalid = check_event(payload)
                     elif opcode == OPCODE_CLOSE:
-                        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                        self.ended = "close frame %s %s" % (
-                            code,
-                            payload[2:].decode(errors="replace"),
-                        )
+                        self.ended = close_text(payload)
                         return
                     elif opcode == OPCODE_TEXT:
                         self.ended = "message: %s" % payload[:200].decode(errors="replace")

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from confd_tests.loadtools import (
     Child,
     ChildFailed,
+    http_call,
     machine_busy,
     parse_metrics,
     proc_cpu,
@@ -141,20 +142,7 @@ class SoakFailed(Exception):
 def _http(
     port: int, method: str, path: str, body: Any = None, token: Optional[str] = None
 ) -> Tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["X-Auth-Token"] = token
-    try:
-        conn.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(raw)
-    except ValueError:
-        return resp.status, raw.decode(errors="replace")
+    return http_call(port, method, path, body, token, HTTP_TIMEOUT)
 
 
 def metrics(port: int) -> Dict[str, float]:
