@@ -41,6 +41,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from confd_tests.bench import percentile, settings, table
+from confd_tests.bench.entry import step_figures
 from confd_tests.bench.intake import _fmt, _verdict
 from confd_tests.loadtools import machine_busy, proc_cpu, self_cpu
 
@@ -107,19 +108,6 @@ class BenchBroken(Exception):
 # =============================================================================================
 # Pure helpers
 # =============================================================================================
-
-
-def latency_figures(seconds: List[float]) -> Dict[str, Any]:
-    """p50/p99/max in milliseconds of a list of durations in seconds."""
-    if not seconds:
-        return {"count": 0}
-    ms = sorted(x * 1000.0 for x in seconds)
-    return {
-        "count": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": ms[-1],
-    }
 
 
 def events_taken(metrics: Dict[str, float]) -> float:
@@ -233,7 +221,7 @@ def alternate(
                     first_error[route] = first_error[route] or wrong
     out = {}
     for route in routes:
-        out[route] = dict(latency_figures(times[route]), errors=errors[route])
+        out[route] = dict(step_figures(times[route]), errors=errors[route])
         if first_error[route]:
             out[route]["first_error"] = first_error[route]
     return out
@@ -423,6 +411,26 @@ def phase_label(phase: Dict[str, Any]) -> str:
     )
 
 
+def owner_and_non_owner(
+    c: Any, token: str, owner: int, other: int, step: Step, per_route: int, block: int
+) -> Dict[str, Any]:
+    """``alternate`` on two routes, instance ``owner`` and instance ``other`` (one keep-alive
+    connection each), with the machine's usage over the whole run."""
+    routes = {
+        "owner": KeepAlive(c.port(owner), token),
+        "non_owner": KeepAlive(c.port(other), token),
+    }
+    usage = Usage(lambda: pids(c))
+    usage.start()
+    try:
+        r = alternate(routes, step, per_route, block)
+    finally:
+        for client in routes.values():
+            client.close()
+    r["machine"] = usage.stop()
+    return r
+
+
 def part_get(c: Any, s: Dict[str, Any], token: str, cid: str, owner: int, other: int):
     path = c.conference_path(cid)
 
@@ -435,19 +443,7 @@ def part_get(c: Any, s: Dict[str, Any], token: str, cid: str, owner: int, other:
             return dt, "%d participants instead of %d" % (len(got), MEMBERS)
         return dt, None
 
-    routes = {
-        "owner": KeepAlive(c.port(owner), token),
-        "non_owner": KeepAlive(c.port(other), token),
-    }
-    usage = Usage(lambda: pids(c))
-    usage.start()
-    try:
-        r = alternate(routes, step, s["requests"], GET_BLOCK)
-    finally:
-        for client in routes.values():
-            client.close()
-    r["machine"] = usage.stop()
-    return r
+    return owner_and_non_owner(c, token, owner, other, step, s["requests"], GET_BLOCK)
 
 
 def part_action(c: Any, s: Dict[str, Any], token: str, cid: str, owner: int, other: int):
@@ -460,19 +456,7 @@ def part_action(c: Any, s: Dict[str, Any], token: str, cid: str, owner: int, oth
             return dt, "%s: HTTP %d %s" % (action, status, raw[:200].decode(errors="replace"))
         return dt, None
 
-    routes = {
-        "owner": KeepAlive(c.port(owner), token),
-        "non_owner": KeepAlive(c.port(other), token),
-    }
-    usage = Usage(lambda: pids(c))
-    usage.start()
-    try:
-        r = alternate(routes, step, s["actions"], ACTION_BLOCK)
-    finally:
-        for client in routes.values():
-            client.close()
-    r["machine"] = usage.stop()
-    return r
+    return owner_and_non_owner(c, token, owner, other, step, s["actions"], ACTION_BLOCK)
 
 
 class HealthPoller(threading.Thread):
