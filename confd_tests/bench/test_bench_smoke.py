@@ -16,18 +16,24 @@ def _positive(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def test_intake_quick_run_reports_every_figure():
+def _quick_run(bench, *options, timeout):
+    """``python -m confd_tests.bench BENCH --quick OPTIONS`` to its end: (the finished process,
+    the JSON result on its last line), after asserting it succeeded and is that bench's."""
     proc = subprocess.run(
-        [sys.executable, "-m", "confd_tests.bench", "intake", "--quick"],
+        [sys.executable, "-m", "confd_tests.bench", bench, "--quick", *options],
         cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
-    assert result["bench"] == "intake"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == bench
+    return proc, result
+
+
+def test_intake_quick_run_reports_every_figure():
+    proc, result = _quick_run("intake", timeout=150)
     assert result["events"] > 0
 
     intake = result["intake"]
@@ -150,16 +156,7 @@ def test_rest_quick_run_with_the_python_client():
 
 
 def _rest_quick_run(client):
-    proc = subprocess.run(
-        [sys.executable, "-m", "confd_tests.bench", "rest", "--quick", "--client", client],
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "rest"
+    proc, result = _quick_run("rest", "--client", client, timeout=240)
     assert result["status"] == "ok", result["status"]
     # The measured conferences held their members through the flow of events.
     assert result["participants"] == {"20": 20, "1000": 1000}
@@ -184,16 +181,7 @@ def _rest_quick_run(client):
 
 
 def test_entry_quick_run_reports_every_figure():
-    proc = subprocess.run(
-        [sys.executable, "-m", "confd_tests.bench", "entry", "--quick"],
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "entry"
+    proc, result = _quick_run("entry", timeout=300)
     assert result["status"] == "ok", result["status"]
     n = result["settings"]["callers"]
     wave = result["wave"]
@@ -231,16 +219,7 @@ def _broker_listening(host="127.0.0.1", port=5672):
 
 
 def test_ws_quick_run_reports_latencies_and_bookkeeping():
-    proc = subprocess.run(
-        [sys.executable, "-m", "confd_tests.bench", "ws", "--quick"],
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "ws"
+    proc, result = _quick_run("ws", timeout=150)
     runs = result["websocket"]
     assert [(r["clients"], r["mode"], r["rate"]) for r in runs] == [
         (1, "all", 1000),
@@ -526,16 +505,7 @@ def test_cluster_quick_run_reports_every_figure():
     import os
 
     assert os.environ.get("CONFD_TEST_DATABASE_URL"), "CONFD_TEST_DATABASE_URL must be set"
-    proc = subprocess.run(
-        [sys.executable, "-m", "confd_tests.bench", "cluster", "--quick"],
-        cwd=str(REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "cluster"
+    proc, result = _quick_run("cluster", timeout=600)
     assert result["status"] == "ok", result["status"]
     s = result["settings"]
     # Any instance answers anything: every GET and every action answered right on both routes.
