@@ -16,7 +16,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -29,21 +28,15 @@ from confd.cluster.bus import Bus, BusUnavailable
 from confd.events import shape
 from confd.events.amqp import connection_params
 from confd_tests.cluster.proxy import FaultProxy
+from confd_tests.conftest import wait_until
 
 AMQP_URL = os.environ.get("CONFD_TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/"
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
 
 
-def poll(predicate, timeout=WAIT, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(interval)
+def poll(predicate, what: str) -> None:
+    wait_until(predicate, WAIT, 0.05, what)
 
 
 def via(url: str, port: int) -> str:
@@ -94,7 +87,8 @@ class Peer:
         return self.ok("status")
 
     def wait_connected(self) -> Dict[str, Any]:
-        return poll(lambda: self.status()["connected"] and self.status(), what=self.instance)
+        poll(lambda: self.status()["connected"], what=self.instance)
+        return self.status()
 
     def close(self) -> None:
         try:
@@ -274,7 +268,8 @@ def test_events_arrive_whole_through_the_broker(bus_cluster):
     ]
     for pub in pubs:
         bus_cluster.publisher.publish(pub)
-    got = poll(lambda: len(a.ok("events")) == 2 and a.ok("events"), what="two events")
+    poll(lambda: len(a.ok("events")) == 2, what="two events")
+    got = a.ok("events")
     assert got == [
         {
             "name": p.name,
