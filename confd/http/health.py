@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from flask import Blueprint, Response, g
 
 from confd.http import envelope
@@ -18,35 +20,21 @@ def health() -> Response:
     nodes = ctx.health()
     data = {"nodes": nodes}
     data.update(ctx.health_extra())  # e.g. "amqp": the publisher's state, when configured
-    # Only the FreeSWITCH nodes decide the status: with the broker away confd still controls
-    # conferences (events wait in a bounded buffer).
-    up = any(n.get("connected") for n in nodes)
+    # In one process only the FreeSWITCH nodes decide the status: with the broker away confd
+    # still controls conferences (events wait in a bounded buffer).  A cluster member that
+    # lost its database session or its broker cannot answer for the others: it says why.
     unready = ctx.unready()
     if unready is not None:
         data["unready"] = unready
-        body = envelope.error(
-            503,
-            "service_unavailable",
-            data,
-            request_id=g.request_id,
-            node=ctx.node_name,
-            version=ctx.version,
-        )
-        return render(503, body)
-    if up:
-        body = envelope.success(
-            data, request_id=g.request_id, node=ctx.node_name, version=ctx.version
-        )
+        failure: Optional[str] = "service_unavailable"
+    elif any(n.get("connected") for n in nodes):
+        failure = None
     else:
-        body = envelope.error(
-            503,
-            "focus_unavailable",
-            data,
-            request_id=g.request_id,
-            node=ctx.node_name,
-            version=ctx.version,
-        )
-    return render(200 if up else 503, body)
+        failure = "focus_unavailable"
+    meta = {"request_id": g.request_id, "node": ctx.node_name, "version": ctx.version}
+    if failure is None:
+        return render(200, envelope.success(data, **meta))
+    return render(503, envelope.error(503, failure, data, **meta))
 
 
 @blueprint.route("/metrics", methods=["GET"])
