@@ -149,6 +149,8 @@ class Daemon:
                 heartbeat=cfg.events.amqp_heartbeat,
                 headers=self.cluster.publish_headers if self.cluster is not None else None,
             )
+            if self.cluster is not None:
+                self.hub.add_sink(self.cluster.stamp)  # when it happened, before it queues
             self.hub.add_sink(self.amqp.offer)
         if self.cluster is not None:
             self.nodes: List[Any] = list(self.cluster.nodes)  # claimed and released as it goes

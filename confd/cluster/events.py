@@ -16,6 +16,7 @@ websocket client was closed at the loss and has re-read since.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Dict, Iterable
 
 from confd.events import shape
@@ -29,13 +30,19 @@ HDR_PENDING = "x-confd-pending"
 HDR_AT = "x-confd-at"  # Unix seconds, as the owner saw the event
 
 
+def stamp(pub: shape.Published) -> None:
+    """A hub sink ahead of the AMQP publisher (intake path, cluster mode only): the time the
+    event happened, for the headers the publisher sends later."""
+    pub.at = time.time()
+
+
 def publish_headers(instance: str) -> Callable[[shape.Published], Dict[str, Any]]:
     def headers(pub: shape.Published) -> Dict[str, Any]:
         h: Dict[str, Any] = {
             HDR_INSTANCE: instance,
             HDR_EVENT: pub.name,
             HDR_PENDING: bool(pub.owner_pending),
-            HDR_AT: float(pub.at),
+            HDR_AT: float(pub.at or time.time()),  # unstamped: no later than now
         }
         if pub.account_hint is not None:
             h[HDR_ACCOUNT] = pub.account_hint

@@ -18,7 +18,7 @@ from confd.cluster import wire
 from confd.cluster.bus import Bus, BusUnavailable
 from confd.cluster.claims import Claims
 from confd.cluster.control import ClusterControl, Responder
-from confd.cluster.events import BusBindings, Incoming, publish_headers
+from confd.cluster.events import BusBindings, Incoming, publish_headers, stamp
 from confd.cluster.nodes import OwnedNodes
 from confd.conferences.commands import CommandBuilder
 from confd.conferences.control import ConferenceControl
@@ -101,6 +101,7 @@ class Cluster:
         )
         self.bindings = BusBindings(self.bus)
         self.publish_headers = publish_headers(c.instance)
+        self.stamp = stamp
         self._greenlets: List[gevent.Greenlet] = []
 
     def deliver_to(

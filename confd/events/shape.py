@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
@@ -82,9 +81,9 @@ class Published:
     # A conference-level event of a conference no member was seen in yet: who owns it is not
     # decided until its first member (or its document) says (the fan-out holds it meanwhile).
     owner_pending: bool = False
-    # When the event was built (Unix seconds): a cluster's instances skip what happened before
-    # they could have wanted it (confd.cluster.events).
-    at: float = field(default_factory=time.time)
+    # When the event happened (Unix seconds), stamped in a cluster only (confd.cluster.events):
+    # its instances skip what happened before they could have wanted it.  0.0: not stamped.
+    at: float = 0.0
     _body: Optional[bytes] = field(default=None, repr=False)
     # Encoded websocket frames by binding, shared by every connection (events/websocket.py).
     frames: Dict[str, bytes] = field(default_factory=dict, repr=False)

@@ -16,6 +16,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -150,6 +151,8 @@ def bus_cluster(tmp_path):
 
 
 def event(conference: str, call: str = "call-1", name: str = "add-member", **kw):
+    """An owner's event, stamped with when it happened (as the daemon's ``stamp`` sink does)."""
+    kw.setdefault("at", time.time())
     return shape.Published(
         name=name,
         conference_id=conference,
