@@ -441,9 +441,9 @@ class EntryConfig:
                     raise ConfigError(key, f"expected {wanted}, got {_describe(value)}") from None
 
 
-# An instance's name goes into PostgreSQL's application_name ("confd:<instance>", at most 63
-# bytes) and into AMQP queue names and routing keys: letters, digits and . _ - only.
-_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
+# An instance's and a cluster's names go into PostgreSQL's application_name
+# ("confd:<instance>", at most 63 bytes) and into AMQP exchange and queue names and routing
+# keys: letters, digits and . _ - only.
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
 
 
@@ -463,18 +463,14 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         _check_fields(self)
         _check_prefix("amqp_url", self.amqp_url, AMQP_URL_PREFIXES)
-        if self.instance is not None and not _INSTANCE_NAME.fullmatch(self.instance):
-            raise ConfigError(
-                "instance",
-                "expected a name of letters, digits, '.', '_' and '-' (at most 50, starting"
-                f" with a letter or digit), got {_describe(self.instance)}",
-            )
-        if not _CLUSTER_NAME.fullmatch(self.name):
-            raise ConfigError(
-                "name",
-                "expected a name of letters, digits, '.', '_' and '-' (at most 50, starting"
-                f" with a letter or digit), got {_describe(self.name)}",
-            )
+        for key in ("instance", "name"):
+            value = getattr(self, key)
+            if value is not None and not _CLUSTER_NAME.fullmatch(value):
+                raise ConfigError(
+                    key,
+                    "expected a name of letters, digits, '.', '_' and '-' (at most 50, starting"
+                    f" with a letter or digit), got {_describe(value)}",
+                )
         if self.instance is not None and self.amqp_url is None:
             raise ConfigError("amqp_url", "required when cluster.instance is set")
 

@@ -39,6 +39,7 @@ from gevent.pool import Pool
 
 from confd.backoff import backoff_delay
 from confd.cluster import names
+from confd.cluster.claims import iso
 from confd.events.amqp import EXCHANGE_TYPE, connection_params
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,6 @@ class Bus:
         self._teardown("stopping")
 
     def status(self) -> Dict[str, Any]:
-        from confd.cluster.claims import iso
-
         return {"connected": self.connected, "since": iso(self.since), "error": self.error}
 
     # --- requests ----------------------------------------------------------------------------

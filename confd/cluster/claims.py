@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 import gevent
 from gevent.event import Event
+from gevent.socket import wait_read
 
 from confd.backoff import backoff_delay
 from confd.cluster import names, spread
@@ -274,8 +275,6 @@ class Claims:
     def _wait(self) -> None:
         """Sleep until the next round, waking at once if the session's socket has something
         to say (most likely: it was closed)."""
-        from gevent.socket import wait_read
-
         try:
             wait_read(self._conn.fileno(), timeout=self.interval)
         except TimeoutError:  # gevent's socket.timeout: nothing came, the next round is due

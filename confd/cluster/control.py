@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from confd.cluster import wire
+from confd.cluster import names, wire
 from confd.cluster.bus import Bus, BusUnavailable, NoAnswer
 from confd.cluster.claims import Claims
 from confd.cluster.nodes import OwnedNodes
@@ -162,8 +162,6 @@ class ClusterControl:
             raise FocusUnavailable(node, "no instance owns the node now")
         body = wire.command_request(node, conference, command.action, command.target, member)
         body["from"] = self.instance
-        from confd.cluster import names
-
         try:
             answer = self._bus.request(
                 names.instance_route(owner), body, self.request_timeout + self.command_timeout

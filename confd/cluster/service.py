@@ -21,11 +21,13 @@ from confd.cluster.control import ClusterControl, Responder
 from confd.cluster.events import BusBindings, Incoming, publish_headers, stamp
 from confd.cluster.nodes import OwnedNodes
 from confd.conferences.commands import CommandBuilder
-from confd.conferences.control import ConferenceControl
+from confd.conferences.control import ConferenceControl, FocusUnavailable
 from confd.conferences.state import LiveState
 from confd.config import Config
+from confd.entry.directory import room_of
 from confd.esl.node import NodeSettings, NodeSupervisor
 from confd.events import shape
+from confd.events.websocket import CLOSE_TRY_AGAIN, notice
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,6 @@ class Cluster:
         self.bus.stop(timeout / 2)
 
     def _bus_lost(self) -> None:
-        from confd.events.websocket import CLOSE_TRY_AGAIN, notice
-
         for session in list(self._sessions()):
             if session.subscriptions:
                 text = notice(BUS_LOST_NOTICE, sorted({b for _, b in session.subscriptions}))
@@ -194,9 +194,6 @@ class Cluster:
         instance's own state when it owns the conference's node; otherwise asked of the owner
         (one request over the bus, which yields: entry's admission counts its own reservations
         atomically, so a read that yields can only lag by a call confirmed meanwhile)."""
-        from confd.conferences.control import FocusUnavailable
-        from confd.entry.directory import room_of
-
         found = self.state.find(conference_id)
         if found:
             return room_of(found)
