@@ -142,10 +142,8 @@ class Cluster:
     def health_nodes(self) -> List[Dict[str, Any]]:
         """Every configured node with its ``owner``; the owner's view of it (asked over the
         bus) when another instance owns it."""
-        owners = dict(self.claims.owners)
-        for n in self.claims.mine:
-            owners[n] = self.instance
-        others = {o for o in owners.values() if o != self.instance}
+        owners = {slot.name: self.claims.owner(slot.name) for slot in self.nodes}
+        others = {o for o in owners.values() if o is not None and o != self.instance}
         reports: Dict[str, Dict[str, Any]] = {}
         if others:
             try:
